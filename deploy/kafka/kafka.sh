@@ -1,0 +1,369 @@
+#!/usr/bin/env bash
+# Local single-node Apache Kafka (KRaft, combined broker+controller) for tests and development.
+# Jars come from Maven Central through deploy/kafka/pom.xml and are cached outside the repository.
+# Run `kafka.sh help` for usage. Progress goes to stderr; `start`/`restart` print only the
+# bootstrap address (127.0.0.1:PORT) on stdout, so `B=$(kafka.sh start --dir D)` works.
+set -euo pipefail
+
+KAFKA_VERSION=4.3.1
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+POM="$SCRIPT_DIR/pom.xml"
+LOG4J_CONF="${PLAYSTREAM_KAFKA_LOG4J:-$SCRIPT_DIR/log4j2.properties}"
+KAFKA_HOME="${PLAYSTREAM_KAFKA_HOME:-$HOME/.cache/playstream/kafka-$KAFKA_VERSION}"
+LIBS="$KAFKA_HOME/libs"               # broker classpath
+TOOLS_LIBS="$KAFKA_HOME/tools-libs"   # broker + kafka-tools classpath (perf test, CLI tools)
+MVN="${MVN:-mvn}"
+START_TIMEOUT="${KAFKA_START_TIMEOUT:-120}"   # seconds to wait for "Kafka Server started"
+STOP_TIMEOUT="${KAFKA_STOP_TIMEOUT:-30}"      # seconds between SIGTERM and SIGKILL
+HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms256m -Xmx512m}"
+JVM_OPTS="${KAFKA_JVM_OPTS:--XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent -Djava.awt.headless=true}"
+READY_LINE='Kafka Server started'
+
+usage() {
+  cat <<EOF
+Usage: $(basename "$0") COMMAND [OPTIONS]
+
+Commands:
+  fetch [--tools]            Resolve the Kafka $KAFKA_VERSION jars with Maven into
+                             $LIBS (with --tools also
+                             $TOOLS_LIBS). Skipped when already complete.
+  start --dir DIR [--port P] Start a broker whose config, data, log and pid live in DIR.
+                             Picks free ports when --port is not given. A DIR that already holds
+                             a formatted broker is reused (same data, cluster id and ports).
+                             Prints the bootstrap address 127.0.0.1:PORT as the last stdout line.
+  stop --dir DIR             SIGTERM the broker recorded in DIR/broker.pid, SIGKILL after
+                             ${STOP_TIMEOUT}s. Does nothing if it is not running.
+  restart --dir DIR          stop, then start again on the same ports with the same data.
+  status --dir DIR           Exit 0 and print the bootstrap if the broker in DIR is running, else exit 1.
+  perf --bootstrap B --topic T --record-size S --num-records N [-- EXTRA_ARGS...]
+                             Run org.apache.kafka.tools.ProducerPerformance (acks=all,
+                             unthrottled); EXTRA_ARGS are passed to it.
+  help                       Show this message.
+
+Files in DIR: server.properties, data/, broker.log, broker.pid, bootstrap, ports, format.log.
+Environment: PLAYSTREAM_KAFKA_HOME (jar cache, default ~/.cache/playstream/kafka-$KAFKA_VERSION),
+  KAFKA_START_TIMEOUT (s, default 120), KAFKA_STOP_TIMEOUT (s, default 30), KAFKA_HEAP_OPTS
+  (default "-Xms256m -Xmx512m"), KAFKA_JVM_OPTS, MVN (default mvn; MAVEN_OPTS is honoured).
+EOF
+}
+
+log() { echo "kafka.sh: $*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# ---------------------------------------------------------------------------------------- fetch
+# Marker file content: Kafka version + sha256 of pom.xml, so editing the POM triggers a re-fetch.
+fetch_marker_value() { echo "$KAFKA_VERSION $(sha256sum "$POM" | cut -d' ' -f1)"; }
+
+fetch_one() {   # fetch_one DEST [-Ptools]
+  local dest=$1 profile=${2:-} marker="$1/.fetch-complete" tmp want
+  want=$(fetch_marker_value)
+  if [[ -f $marker && $(cat "$marker") == "$want" ]]; then return 0; fi
+  command -v "$MVN" >/dev/null || die "maven ($MVN) not found"
+  command -v java >/dev/null || die "java not found (Kafka $KAFKA_VERSION needs Java 17+)"
+  mkdir -p "$KAFKA_HOME"
+  (
+    flock 9   # serialise concurrent fetches into the same cache
+    if [[ -f $marker && $(cat "$marker") == "$want" ]]; then exit 0; fi
+    tmp="$dest.tmp.$$"
+    rm -rf "$tmp"
+    log "resolving Kafka $KAFKA_VERSION jars${profile:+ ($profile)} into $dest ..."
+    # shellcheck disable=SC2086
+    "$MVN" -B -q -f "$POM" $profile dependency:copy-dependencies -Dkafka.libs.dir="$tmp" >&2 \
+      || { rm -rf "$tmp"; die "mvn dependency:copy-dependencies failed"; }
+    ls "$tmp"/kafka_2.13-"$KAFKA_VERSION".jar >/dev/null 2>&1 || { rm -rf "$tmp"; die "kafka_2.13 jar missing after fetch"; }
+    local bindings
+    bindings=$(cd "$tmp" && ls | grep -Ec '^(log4j-slf4j2?-impl|slf4j-(simple|nop|reload4j|log4j12|jdk14)|logback-classic)-' || true)
+    [[ $bindings == 1 ]] || { rm -rf "$tmp"; die "expected exactly one SLF4J binding in $tmp, found $bindings"; }
+    rm -rf "$dest"
+    mv "$tmp" "$dest"
+    echo "$want" > "$marker"
+    log "fetched $(ls "$dest" | grep -c '\.jar$') jars into $dest"
+  ) 9>"$KAFKA_HOME/.fetch.lock"
+}
+
+cmd_fetch() {
+  local tools=0
+  while [[ $# -gt 0 ]]; do
+    case $1 in
+      --tools) tools=1 ;;
+      *) die "fetch: unknown argument '$1'" ;;
+    esac
+    shift
+  done
+  fetch_one "$LIBS"
+  if [[ $tools == 1 ]]; then fetch_one "$TOOLS_LIBS" -Ptools; fi
+}
+
+# ---------------------------------------------------------------------------------------- helpers
+# Two distinct free TCP ports on 127.0.0.1 (held open together so they differ).
+free_ports() {
+  python3 - <<'PY'
+import socket
+socks = []
+for _ in range(2):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+PY
+}
+
+# Kafka Uuid: 16 random bytes, URL-safe base64 without padding (22 chars), not starting with '-'.
+random_cluster_id() {
+  python3 -c 'import base64,os
+while True:
+    s = base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode()
+    if not s.startswith("-"): print(s); break'
+}
+
+abs_dir() { mkdir -p "$1" && (cd "$1" && pwd); }
+
+# Prints the pid if DIR/broker.pid names a live Kafka process started for DIR.
+running_pid() {
+  local dir=$1 pid
+  [[ -f $dir/broker.pid ]] || return 1
+  pid=$(cat "$dir/broker.pid")
+  [[ $pid =~ ^[0-9]+$ ]] || return 1
+  kill -0 "$pid" 2>/dev/null || return 1
+  # guard against a recycled pid: the process must be our broker for this DIR
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "kafka.Kafka $dir/server.properties" || return 1
+  echo "$pid"
+}
+
+write_server_properties() {   # DIR PORT CONTROLLER_PORT
+  local dir=$1 port=$2 cport=$3
+  cat >"$dir/server.properties" <<EOF
+# Written by deploy/kafka/kafka.sh -- single-node KRaft broker+controller for tests.
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$cport
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=PLAINTEXT://127.0.0.1:$port
+inter.broker.listener.name=PLAINTEXT
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs=$dir/data
+auto.create.topics.enable=true
+num.partitions=1
+default.replication.factor=1
+min.insync.replicas=1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=4
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=4
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+group.min.session.timeout.ms=1000
+num.network.threads=2
+num.io.threads=4
+background.threads=4
+num.recovery.threads.per.data.dir=1
+log.cleaner.dedupe.buffer.size=2097152
+log.cleaner.threads=1
+EOF
+}
+
+run_java() {   # CLASSPATH_DIR ARGS...  (short-lived tool JVM)
+  local cp=$1; shift
+  java -Xmx256m -XX:TieredStopAtLevel=1 -Djava.awt.headless=true \
+    -Dlog4j2.configurationFile="$LOG4J_CONF" -cp "$cp/*" "$@"
+}
+
+launch_and_wait() {   # DIR -> 0 when ready; 1 (broker killed) on failure
+  local dir=$1 pid deadline
+  [[ -f $dir/broker.log ]] && mv -f "$dir/broker.log" "$dir/broker.log.prev"
+  # setsid: own session, so signals to the caller's process group do not hit the broker;
+  # all fds redirected, so callers capturing our stdout do not wait for the broker.
+  # shellcheck disable=SC2086
+  setsid bash -c 'echo $$ >"$1/broker.pid"; shift; exec "$@"' _ "$dir" \
+    java $HEAP_OPTS $JVM_OPTS -Dlog4j2.configurationFile="$LOG4J_CONF" \
+    -Dkafka.logs.dir="$dir" -cp "$LIBS/*" kafka.Kafka "$dir/server.properties" \
+    </dev/null >"$dir/broker.log" 2>&1 &
+  local launcher=$!
+  deadline=$((SECONDS + START_TIMEOUT))
+  while :; do
+    if grep -qF "$READY_LINE" "$dir/broker.log" 2>/dev/null; then return 0; fi
+    if ! kill -0 "$launcher" 2>/dev/null; then
+      log "broker process exited before becoming ready"; break
+    fi
+    if ((SECONDS >= deadline)); then
+      log "broker not ready after ${START_TIMEOUT}s"; break
+    fi
+    sleep 0.5
+  done
+  pid=$(cat "$dir/broker.pid" 2>/dev/null || echo "$launcher")
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$launcher" 2>/dev/null || true
+  rm -f "$dir/broker.pid"
+  return 1
+}
+
+# ---------------------------------------------------------------------------------------- start
+cmd_start() {
+  local dir="" port=""
+  while [[ $# -gt 0 ]]; do
+    case $1 in
+      --dir) dir=${2:?--dir needs a value}; shift ;;
+      --port) port=${2:?--port needs a value}; shift ;;
+      *) die "start: unknown argument '$1'" ;;
+    esac
+    shift
+  done
+  [[ -n $dir ]] || die "start: --dir DIR is required"
+  [[ -z $port || $port =~ ^[0-9]+$ ]] || die "start: --port must be a number"
+  dir=$(abs_dir "$dir")
+  if running_pid "$dir" >/dev/null; then
+    die "a broker is already running for $dir (pid $(cat "$dir/broker.pid")); use stop or restart"
+  fi
+  fetch_one "$LIBS"
+
+  local formatted=0 cport="" auto_port=0 attempt
+  [[ -f $dir/data/meta.properties && -f $dir/ports ]] && formatted=1
+  if [[ $formatted == 1 ]]; then
+    local old_port
+    read -r old_port cport <"$dir/ports"
+    port=${port:-$old_port}
+    log "reusing formatted broker state in $dir (port $port, controller port $cport)"
+  fi
+
+  for attempt in 1 2 3; do
+    if [[ -z $port ]]; then
+      auto_port=1
+      read -r port cport < <(free_ports)
+    elif [[ -z $cport ]]; then
+      cport=$(free_ports | while read -r a b; do [[ $a != "$port" ]] && echo "$a" || echo "$b"; done)
+    fi
+    write_server_properties "$dir" "$port" "$cport"
+    echo "$port $cport" >"$dir/ports"
+    if [[ $formatted == 0 ]]; then
+      local cid
+      cid=$(random_cluster_id)
+      mkdir -p "$dir/data"
+      log "formatting storage in $dir/data (cluster id $cid)"
+      run_java "$LIBS" kafka.tools.StorageTool format -t "$cid" -c "$dir/server.properties" \
+        >"$dir/format.log" 2>&1 || { cat "$dir/format.log" >&2; die "storage format failed"; }
+      echo "$cid" >"$dir/cluster.id"
+      formatted=1
+    fi
+    log "starting broker on 127.0.0.1:$port (controller 127.0.0.1:$cport), log $dir/broker.log"
+    local t0=$SECONDS
+    if launch_and_wait "$dir"; then
+      echo "127.0.0.1:$port" >"$dir/bootstrap"
+      log "broker ready in $((SECONDS - t0))s (pid $(cat "$dir/broker.pid"))"
+      echo "127.0.0.1:$port"
+      return 0
+    fi
+    # a port we picked ourselves may have been taken in the meantime: retry with new ports
+    if [[ $auto_port == 1 ]] && grep -q 'Address already in use' "$dir/broker.log"; then
+      log "port clash, retrying with other ports"; port=""; cport=""; continue
+    fi
+    break
+  done
+  log "---- last 60 lines of $dir/broker.log ----"
+  tail -n 60 "$dir/broker.log" >&2 || true
+  die "broker failed to start"
+}
+
+# ---------------------------------------------------------------------------------------- stop
+cmd_stop() {
+  local dir=""
+  while [[ $# -gt 0 ]]; do
+    case $1 in
+      --dir) dir=${2:?--dir needs a value}; shift ;;
+      *) die "stop: unknown argument '$1'" ;;
+    esac
+    shift
+  done
+  [[ -n $dir ]] || die "stop: --dir DIR is required"
+  [[ -d $dir ]] || { log "no such dir $dir; nothing to stop"; return 0; }
+  dir=$(cd "$dir" && pwd)
+  local pid
+  if ! pid=$(running_pid "$dir"); then
+    rm -f "$dir/broker.pid"
+    log "no broker running for $dir"
+    return 0
+  fi
+  log "stopping broker pid $pid (SIGTERM)"
+  kill -TERM "$pid" 2>/dev/null || true
+  local deadline=$((SECONDS + STOP_TIMEOUT))
+  while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
+  if kill -0 "$pid" 2>/dev/null; then
+    log "still alive after ${STOP_TIMEOUT}s, sending SIGKILL"
+    kill -KILL "$pid" 2>/dev/null || true
+    while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+  fi
+  rm -f "$dir/broker.pid"
+  log "stopped"
+}
+
+cmd_restart() {
+  local dir=""
+  while [[ $# -gt 0 ]]; do
+    case $1 in
+      --dir) dir=${2:?--dir needs a value}; shift ;;
+      *) die "restart: unknown argument '$1'" ;;
+    esac
+    shift
+  done
+  [[ -n $dir ]] || die "restart: --dir DIR is required"
+  [[ -f $dir/ports && -f $dir/data/meta.properties ]] || die "restart: $dir holds no formatted broker (run start first)"
+  cmd_stop --dir "$dir"
+  cmd_start --dir "$dir"
+}
+
+cmd_status() {
+  local dir=""
+  while [[ $# -gt 0 ]]; do
+    case $1 in
+      --dir) dir=${2:?--dir needs a value}; shift ;;
+      *) die "status: unknown argument '$1'" ;;
+    esac
+    shift
+  done
+  [[ -n $dir && -d $dir ]] || die "status: --dir DIR is required and must exist"
+  dir=$(cd "$dir" && pwd)
+  if running_pid "$dir" >/dev/null; then cat "$dir/bootstrap"; else log "not running"; return 1; fi
+}
+
+# ---------------------------------------------------------------------------------------- perf
+cmd_perf() {
+  local bootstrap="" topic="" size="" num=""
+  while [[ $# -gt 0 ]]; do
+    case $1 in
+      --bootstrap) bootstrap=${2:?}; shift ;;
+      --topic) topic=${2:?}; shift ;;
+      --record-size) size=${2:?}; shift ;;
+      --num-records) num=${2:?}; shift ;;
+      --) shift; break ;;
+      *) die "perf: unknown argument '$1'" ;;
+    esac
+    shift
+  done
+  [[ -n $bootstrap && -n $topic && -n $size && -n $num ]] \
+    || die "perf: --bootstrap, --topic, --record-size and --num-records are required"
+  fetch_one "$LIBS"
+  fetch_one "$TOOLS_LIBS" -Ptools
+  run_java "$TOOLS_LIBS" org.apache.kafka.tools.ProducerPerformance \
+    --topic "$topic" --num-records "$num" --record-size "$size" --throughput -1 \
+    --bootstrap-server "$bootstrap" --producer-props acks=all "$@"
+}
+
+# ---------------------------------------------------------------------------------------- main
+main() {
+  [[ $# -gt 0 ]] || { usage >&2; exit 2; }
+  local cmd=$1; shift
+  case $cmd in
+    fetch) cmd_fetch "$@" ;;
+    start) cmd_start "$@" ;;
+    stop) cmd_stop "$@" ;;
+    restart) cmd_restart "$@" ;;
+    status) cmd_status "$@" ;;
+    perf) cmd_perf "$@" ;;
+    help|-h|--help) usage ;;
+    *) usage >&2; exit 2 ;;
+  esac
+}
+
+main "$@"

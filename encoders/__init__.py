@@ -1,0 +1,1 @@
+"""Turn replayed games into training rows: features, policy targets and value targets."""

@@ -1,0 +1,1 @@
+"""playstream: self-play game records to checksummed NPZ training data, incrementally."""

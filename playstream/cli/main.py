@@ -1,0 +1,7 @@
+"""The `playstream` command."""
+import click
+
+
+@click.group()
+def main() -> None:
+    """playstream: self-play games to training data."""

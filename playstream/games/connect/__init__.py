@@ -1,0 +1,1 @@
+"""The built-in game: k in a row on four boards, 2 to 4 players."""
