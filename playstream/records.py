@@ -28,6 +28,15 @@ MAX_POLICY_ENTRIES = 1024
 MAX_SETTINGS = 32
 PROBABILITY_TOLERANCE = 1e-3
 
+class _FieldValueError(ValueError):
+    """A cross-field check failure that knows which field to blame (pydantic would report a
+    model-level error without a field)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 SafeId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}$")]
 ShortText = Annotated[str, StringConstraints(max_length=256)]
 SettingValue = bool | int | float | Annotated[str, StringConstraints(max_length=256)]
@@ -57,17 +66,18 @@ class SearchStats(BaseModel):
     @model_validator(mode="after")
     def _distribution(self) -> "SearchStats":
         if len(self.policy_indices) != len(self.policy_probs):
-            raise ValueError(f"policy_indices has {len(self.policy_indices)} entries but "
-                             f"policy_probs has {len(self.policy_probs)}")
+            raise _FieldValueError("policy_probs",
+                                   f"policy_indices has {len(self.policy_indices)} entries but "
+                                   f"policy_probs has {len(self.policy_probs)}")
         if len(set(self.policy_indices)) != len(self.policy_indices):
-            raise ValueError("policy_indices repeats an index")
+            raise _FieldValueError("policy_indices", "policy_indices repeats an index")
         probs = self.policy_probs
         if any(not math.isfinite(p) or p < 0 for p in probs):
-            raise ValueError("policy_probs must be finite and non-negative")
+            raise _FieldValueError("policy_probs", "policy_probs must be finite and non-negative")
         total = math.fsum(probs)
         if abs(total - 1.0) > PROBABILITY_TOLERANCE:
-            raise ValueError(f"policy_probs sum to {total:.6f}, not 1 within "
-                             f"{PROBABILITY_TOLERANCE}")
+            raise _FieldValueError("policy_probs", f"policy_probs sum to {total:.6f}, not 1 "
+                                   f"within {PROBABILITY_TOLERANCE}")
         return self
 
 
@@ -107,11 +117,13 @@ class GameRecord(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> "GameRecord":
         if self.finished_at < self.created_at:
-            raise ValueError("finished_at is before created_at")
+            raise _FieldValueError("finished_at", "finished_at is before created_at")
         if len(self.ranks) != self.num_players:
-            raise ValueError(f"ranks has {len(self.ranks)} entries for {self.num_players} players")
+            raise _FieldValueError("ranks", f"ranks has {len(self.ranks)} entries for "
+                                   f"{self.num_players} players")
         if self.search is not None and len(self.search) != len(self.moves):
-            raise ValueError(f"search has {len(self.search)} entries for {len(self.moves)} moves")
+            raise _FieldValueError("search", f"search has {len(self.search)} entries for "
+                                   f"{len(self.moves)} moves")
         return self
 
     def outcome(self) -> Outcome:
@@ -135,7 +147,11 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
 def _from_validation_error(err: ValidationError, game_id: str | None, **ctx: Any) -> RecordError:
     first = err.errors()[0]
     loc = tuple(p for p in first["loc"] if p not in ("function-after",))
-    return RecordError(first["msg"], field=_field_path(loc), game_id=game_id,
+    message = first["msg"]
+    cause = first.get("ctx", {}).get("error")
+    if isinstance(cause, _FieldValueError):
+        loc, message = (*loc, cause.field), str(cause)
+    return RecordError(message, field=_field_path(loc), game_id=game_id,
                        errors=len(err.errors()), **ctx)
 
 
@@ -230,21 +246,20 @@ def decode_msgpack(payload: bytes, **ctx: Any) -> dict[str, Any]:
         raise RecordError(f"record is {len(payload)} bytes, limit {MAX_RECORD_BYTES}",
                           field="record", **ctx)
     try:
-        data = msgpack.unpackb(payload, raw=False, strict_map_key=True,
-                               max_buffer_size=MAX_RECORD_BYTES)
+        data = msgpack.unpackb(payload, raw=False, strict_map_key=True)
     except Exception as err:  # msgpack raises several unrelated types on garbage
         raise RecordError(f"not a msgpack record: {type(err).__name__}: {err}", field="record",
                           **ctx) from None
     return data
 
 
-def decode_json_line(line: str | bytes, **ctx: Any) -> dict[str, Any]:
+def decode_json_line(text: str | bytes, **ctx: Any) -> dict[str, Any]:
     """One JSONL line to a mapping, bounded in size; garbage gives a RecordError."""
-    if len(line) > MAX_RECORD_BYTES:
-        raise RecordError(f"line is {len(line)} bytes, limit {MAX_RECORD_BYTES}",
+    if len(text) > MAX_RECORD_BYTES:
+        raise RecordError(f"line is {len(text)} bytes, limit {MAX_RECORD_BYTES}",
                           field="record", **ctx)
     try:
-        return json.loads(line)
+        return json.loads(text)
     except (ValueError, UnicodeDecodeError) as err:
         raise RecordError(f"not a JSON record: {err}", field="record", **ctx) from None
 
@@ -253,5 +268,5 @@ def record_from_msgpack(payload: bytes, **ctx: Any) -> tuple[GameRecord, Replay]
     return validate_record(decode_msgpack(payload, **ctx), **ctx)
 
 
-def record_from_json_line(line: str | bytes, **ctx: Any) -> tuple[GameRecord, Replay]:
-    return validate_record(decode_json_line(line, **ctx), **ctx)
+def record_from_json_line(text: str | bytes, **ctx: Any) -> tuple[GameRecord, Replay]:
+    return validate_record(decode_json_line(text, **ctx), **ctx)

@@ -1,7 +1,25 @@
-"""The `playstream` command."""
+"""The `playstream` command: one entry point, one module per family of subcommands."""
+from __future__ import annotations
+
 import click
 
+from playstream import logs
+from playstream.cli.datasets import inspect_cmd, validate_cmd
+from playstream.cli.export import compact_cmd, export_cmd
+from playstream.cli.gamefiles import state_pool_cmd, to_jsonl_cmd
+from playstream.cli.selfplay import selfplay_cmd
 
-@click.group()
-def main() -> None:
-    """playstream: self-play games to training data."""
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--log-level", default="warning", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]),
+              help="Structured JSON logs on stderr at this level.")
+@click.version_option(package_name="playstream")
+def main(log_level: str) -> None:
+    """playstream: self-play game records to checksummed NPZ training data."""
+    logs.configure(log_level)
+
+
+for command in (selfplay_cmd, export_cmd, compact_cmd, validate_cmd, inspect_cmd, to_jsonl_cmd,
+                state_pool_cmd):
+    main.add_command(command)

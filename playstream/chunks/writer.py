@@ -1,0 +1,257 @@
+"""Rolling chunks for one source stream: append rows, seal atomically, resume from names.
+
+All configurations that receive rows from one stream range are sealed together as a *group*:
+every chunk of the group carries the same range and lists the group's configurations. After a
+crash in the middle of sealing a group, `resume` sees the incomplete group, rewinds to its first
+position and re-seals exactly that range for the missing configurations only. So every
+position of the stream lands in exactly one sealed chunk per configuration, whatever the crash.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from playstream.chunks.naming import ChunkName, validate_stream_id
+from playstream.chunks.store import ChunkStore, SealedChunk, StreamLock, fsync_dir
+from playstream.dataset import DatasetConfig, NPZDatasetWriter, RowBatch, read_metadata
+from playstream.errors import ChunkError
+
+MAX_SKIPPED_LISTED = 1000
+
+
+def file_sha256(path: os.PathLike[str] | str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass
+class _OpenPart:
+    """The rows of one configuration in the open chunk."""
+
+    config: DatasetConfig
+    batches: list[RowBatch] = field(default_factory=list)
+    games: list[str] = field(default_factory=list)
+    rows: int = 0
+
+
+@dataclass
+class _Recovery:
+    """An incomplete group found at start-up: re-seal [first, last] for ``missing``."""
+
+    first: int
+    last: int
+    group: list[str]
+    missing: set[str]
+
+
+class ChunkWriter:
+    """The seed's IncrementalExporter core, one instance per source stream.
+
+    ``add`` takes the rows of one record at its stream position; positions must increase.
+    Chunks seal when the open rows reach ``max_rows``, when the open chunk is older than
+    ``max_age_s`` (checked on ``add`` and ``tick``), and on ``finalize``. ``always`` names
+    configurations that get a chunk for every range even without rows, so that progress
+    through a file of only skipped records is recorded too.
+    """
+
+    def __init__(self, store: ChunkStore, stream: str, *, max_rows: int = 10_000,
+                 max_age_s: float | None = None, lock_timeout: float = 0.0,
+                 source: dict[str, Any] | None = None,
+                 always: tuple[DatasetConfig, ...] = (),
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if max_rows < 1:
+            raise ChunkError("max_rows must be at least 1", stream=stream)
+        self.store = store
+        self.stream = validate_stream_id(stream)
+        self.max_rows = max_rows
+        self.max_age_s = max_age_s
+        self.source = dict(source or {})
+        self.always = always
+        self._clock = clock
+        self._lock: StreamLock | None = store.lock_stream(stream, timeout=lock_timeout)
+        self._sealed: dict[str, list[ChunkName]] = {}
+        self._recovery: _Recovery | None = None
+        self._next = 0
+        self._reset_open()
+        self._resume()
+
+    # -- progress -------------------------------------------------------------------------
+    @property
+    def next_position(self) -> int:
+        """Where the source must be read from: one past the last sealed position, or the
+        start of an incomplete group."""
+        return self._next
+
+    def _resume(self) -> None:
+        self.store.sweep_temp(self.stream)
+        self._sealed = self.store.stream_chunks(self.stream)
+        ranges: dict[tuple[int, int], dict[str, ChunkName]] = {}
+        for key, names in self._sealed.items():
+            for n in names:
+                ranges.setdefault((n.first, n.last), {})[key] = n
+        if not ranges:
+            self._next = 0
+            return
+        first, last = max(ranges, key=lambda r: r[1])
+        present = ranges[(first, last)]
+        any_key = next(iter(present))
+        meta = read_metadata(self.store.config_dir(any_key) / present[any_key].filename)
+        group = list(meta.get("extra", {}).get("group", [any_key]))
+        missing = set(group) - set(present)
+        if missing:
+            self._recovery = _Recovery(first, last, group, missing)
+            self._next = first
+        else:
+            self._next = last + 1
+
+    # -- appending ------------------------------------------------------------------------
+    def _reset_open(self) -> None:
+        self._parts: dict[str, _OpenPart] = {}
+        self._first: int | None = None
+        self._last: int | None = None
+        self._opened_at: float | None = None
+        self._skipped: list[dict[str, Any]] = []
+        self._skipped_count = 0
+
+    @property
+    def open_rows(self) -> int:
+        return sum(p.rows for p in self._parts.values())
+
+    def add(self, position: int, config: DatasetConfig | None = None,
+            rows: RowBatch | None = None, *, game_id: str | None = None,
+            skipped: str | None = None) -> list[SealedChunk]:
+        """Record position ``position``: its rows for ``config``, or why it was skipped."""
+        if position < self._next or (self._last is not None and position <= self._last):
+            raise ChunkError(f"position {position} is not after the last one "
+                             f"({self._last if self._last is not None else self._next - 1})",
+                             stream=self.stream)
+        sealed: list[SealedChunk] = []
+        rec = self._recovery
+        if rec is not None and position > rec.last and self._first is not None:
+            sealed += self._seal()
+        if self._first is None:
+            self._first = position
+            self._opened_at = self._clock()
+        self._last = position
+        if rows is not None and config is not None:
+            part = self._parts.setdefault(config.key(), _OpenPart(config))
+            if part.config != config:
+                raise ChunkError(f"two configurations share the key {config.key()!r}",
+                                 stream=self.stream)
+            part.batches.append(rows)
+            part.rows += len(rows)
+            if game_id is not None:
+                part.games.append(game_id)
+        elif skipped is not None:
+            self._skipped_count += 1
+            if len(self._skipped) < MAX_SKIPPED_LISTED:
+                self._skipped.append({"position": position, "reason": skipped[:500]})
+        rec = self._recovery
+        if rec is not None:
+            if position >= rec.last:
+                sealed += self._seal()
+        elif self.open_rows >= self.max_rows or self._too_old():
+            sealed += self._seal()
+        return sealed
+
+    def _too_old(self) -> bool:
+        return (self.max_age_s is not None and self._opened_at is not None
+                and self._clock() - self._opened_at >= self.max_age_s)
+
+    def tick(self) -> list[SealedChunk]:
+        """Seal on age even when no record arrives (quiet streams must not hold rows back)."""
+        if self._recovery is None and self._first is not None and self._too_old():
+            return self._seal()
+        return []
+
+    def finalize(self) -> list[SealedChunk]:
+        """Seal whatever is open. The seed's ``IncrementalExporter.finalize``."""
+        return self._seal() if self._first is not None else []
+
+    def discard(self) -> None:
+        """Drop the open chunk (partition revoked): its records will be read again by the
+        next owner, who resumes from the sealed names."""
+        self._reset_open()
+
+    def close(self) -> None:
+        self.discard()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    # -- sealing --------------------------------------------------------------------------
+    def _seal(self) -> list[SealedChunk]:
+        assert self._first is not None and self._last is not None
+        rec = self._recovery
+        first, last = self._first, self._last
+        for cfg in self.always:
+            self._parts.setdefault(cfg.key(), _OpenPart(cfg))
+        if rec is not None:
+            if (first, last) != (rec.first, rec.last):
+                raise ChunkError(f"re-reading the incomplete group {rec.first}..{rec.last} "
+                                 f"gave the range {first}..{last}: the source changed",
+                                 stream=self.stream)
+            group = sorted(rec.group)
+            targets = sorted(rec.missing)
+        else:
+            group = sorted(self._parts)
+            targets = group
+        name = ChunkName(self.stream, first, last)
+        for key in targets:
+            for other in self._sealed.get(key, []):
+                if other.overlaps(name):
+                    raise ChunkError(f"range {first}..{last} overlaps the sealed chunk "
+                                     f"{other.filename}; refusing to seal a duplicate",
+                                     stream=self.stream, config=key)
+        if not targets:
+            self._next = last + 1
+            self._reset_open()
+            return []
+        temps = [(key, self._write_temp(key, name, group)) for key in targets]
+        sealed = []
+        for key, tmp in temps:
+            final = self.store.config_dir(key) / name.filename
+            try:
+                os.link(tmp, final)  # fails if the name exists: never overwrite a sealed chunk
+            except FileExistsError:
+                raise ChunkError("a sealed chunk with this name already exists",
+                                 stream=self.stream, path=str(final)) from None
+            finally:
+                os.unlink(tmp)
+            fsync_dir(final.parent)
+            part = self._parts.get(key)
+            self._sealed.setdefault(key, []).append(name)
+            sealed.append(SealedChunk(final, key, name, part.rows if part else 0,
+                                      len(part.games) if part else 0, file_sha256(final)))
+        self._recovery = None
+        self._next = last + 1
+        self._reset_open()
+        return sealed
+
+    def _write_temp(self, key: str, name: ChunkName, group: list[str]) -> str:
+        part = self._parts.get(key)
+        if part is None:
+            raise ChunkError(f"no rows for configuration {key} while re-sealing "
+                             f"{name.filename}: the source changed", stream=self.stream)
+        tmp = self.store.temp_path(key, name, uuid.uuid4().hex)
+        extra = {
+            "source": {**self.source, "stream": self.stream, "first": name.first,
+                       "last": name.last},
+            "group": group,
+            "games": part.games,
+            "skipped": self._skipped,
+            "skipped_count": self._skipped_count,
+            "sealed_at": datetime.now(timezone.utc).isoformat(),
+        }
+        with NPZDatasetWriter(tmp, part.config, extra_metadata=extra) as writer:
+            for batch in part.batches:
+                writer.write(batch)
+        return str(tmp)

@@ -1,0 +1,85 @@
+"""What every command shares: error reporting, progress bars and the closing summary."""
+from __future__ import annotations
+
+import functools
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, TypeVar
+
+import click
+from tqdm import tqdm
+
+from playstream.errors import PlaystreamError
+
+F = TypeVar("F", bound=Callable[..., Any])
+EXIT_DATA_ERROR = 1
+
+
+def reports_errors(fn: F) -> F:
+    """Typed errors become one clear line on stderr and exit code 1, not a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except PlaystreamError as err:
+            click.echo(f"error: {err}", err=True)
+            sys.exit(EXIT_DATA_ERROR)
+        except OSError as err:
+            where = f" ({err.filename})" if err.filename else ""
+            click.echo(f"error: {err.strerror or err}{where}", err=True)
+            sys.exit(EXIT_DATA_ERROR)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def progress(total: int | None, desc: str, unit: str, *, enabled: bool = True) -> tqdm:
+    """A progress bar on stderr; hidden when stderr is not a terminal unless forced."""
+    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, file=sys.stderr,
+                dynamic_ncols=True, leave=False)
+
+
+def human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.1f} {unit}" if unit != "B" else f"{int(size)} B"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+@dataclass
+class Summary:
+    """The closing lines of a long command: what was done, what was skipped and why."""
+
+    title: str
+    started: float = field(default_factory=time.monotonic)
+    counts: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)
+    outputs: list[Path] = field(default_factory=list)
+
+    def count(self, key: str, n: int = 1) -> None:
+        self.counts[key] = self.counts.get(key, 0) + n
+
+    def skip(self, reason: str) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
+
+    def lines(self) -> Iterator[str]:
+        secs = time.monotonic() - self.started
+        parts = [f"{k}={v}" for k, v in self.counts.items()]
+        parts.append(f"skipped={sum(self.skipped.values())}")
+        parts.append(f"seconds={secs:.2f}")
+        size = sum(p.stat().st_size for p in self.outputs if p.is_file())
+        if self.outputs:
+            parts.append(f"size={human_bytes(size)}")
+        yield f"{self.title}: " + " ".join(parts)
+        for reason, n in sorted(self.skipped.items(), key=lambda kv: -kv[1]):
+            yield f"  skipped {n}: {reason}"
+        for p in self.outputs:
+            yield f"  wrote {p}"
+
+    def echo(self) -> None:
+        for line in self.lines():
+            click.echo(line)

@@ -1,0 +1,211 @@
+"""`playstream export` (game files → chunks → dataset) and `playstream compact` (chunks →
+dataset). Export is incremental: a rerun resumes after the last sealed chunk of each file,
+so a killed export loses nothing and a grown file costs only its new games."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import click
+
+from playstream.chunks import ChunkStore, ChunkWriter, file_stream_id
+from playstream.cli.common import Summary, progress, reports_errors
+from playstream.consumers.compaction import CompactOptions, CompactionResult, compact
+from playstream.consumers.windows import parse_window
+from playstream.encoders.cache import ExportCache
+from playstream.encoders.versions import FEATURE_VERSIONS, ExportSettings, get_feature_version
+from playstream.errors import GameFileError
+from playstream.gamefiles import open_game_source
+from playstream.incremental import IncrementalExporter, RecordFilter
+from playstream.records import GameRecord
+
+CONFIG_TAG = re.compile(r"(?P<board>square8|square19|hex8|hexagonal)_(?P<players>[234])p")
+
+
+def discover_game_files(root: Path, board_type: str, num_players: int) -> list[Path]:
+    """Game files under ``root`` by the documented convention: every ``*.db`` and ``*.jsonl``
+    below it (hidden folders and ``*.chunks`` folders excluded). A file whose name carries a
+    configuration tag ``<board>_<n>p`` (``hex8_3p_node7.db``) is taken only for that
+    configuration; untagged files are read and filtered record by record."""
+    if not root.is_dir():
+        raise GameFileError("discovery folder does not exist", file=str(root))
+    found = []
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).parts
+        if any(p.startswith(".") or p.endswith(".chunks") for p in rel[:-1]):
+            continue
+        if path.suffix not in (".db", ".jsonl") or not path.is_file():
+            continue
+        tag = CONFIG_TAG.search(path.name)
+        if tag and (tag["board"], int(tag["players"])) != (board_type, num_players):
+            continue
+        found.append(path)
+    return found
+
+
+def config_filter(game: str, board_type: str, num_players: int) -> RecordFilter:
+    def accept(record: GameRecord) -> str | None:
+        if (record.game, record.board_type, record.num_players) != (game, board_type,
+                                                                     num_players):
+            return "other configuration (game/board_type/num_players differ from the export)"
+        return None
+
+    return accept
+
+
+def _summarise_compaction(summary: Summary, result: CompactionResult) -> None:
+    summary.count("rows", result.rows)
+    summary.count("dataset_games", result.games)
+    if result.val_rows:
+        summary.count("train_rows", result.train_rows)
+        summary.count("val_rows", result.val_rows)
+    for path, reason in result.quarantined:
+        summary.skip(f"chunk quarantined: {reason}")
+    summary.outputs.extend(result.outputs)
+
+
+def _compact_options(window: str, shuffle: bool, seed: int, val_fraction: float,
+                     shard_rows: int | None, sample_every: int, min_moves: int,
+                     dense_policy: bool, memory_mb: int) -> CompactOptions:
+    return CompactOptions(window=parse_window(window), shuffle=shuffle, seed=seed,
+                          val_fraction=val_fraction, shard_rows=shard_rows,
+                          sample_every=sample_every, min_moves=min_moves,
+                          dense_policy=dense_policy, memory_budget_bytes=memory_mb << 20)
+
+
+_compaction_options = [
+    click.option("--window", default="all", show_default=True,
+                 help="all | N (newest N rows) | katago[:e=0.65,r=0.4,m=250000]."),
+    click.option("--shuffle/--no-shuffle", default=False, show_default=True),
+    click.option("--seed", type=int, default=0, show_default=True, help="Shuffle seed."),
+    click.option("--val-fraction", type=click.FloatRange(0.0, 0.5), default=0.0,
+                 show_default=True, help="Fraction of games (by game_id hash) for validation."),
+    click.option("--shard-rows", type=click.IntRange(1, None), default=None,
+                 help="Write shards of this many rows (output must be a folder)."),
+    click.option("--sample-every", type=click.IntRange(1, None), default=1, show_default=True,
+                 help="Keep positions whose move_number is a multiple of k."),
+    click.option("--min-moves", type=click.IntRange(0, None), default=0, show_default=True,
+                 help="Drop games shorter than this."),
+    click.option("--dense-policy", is_flag=True, help="Also write a dense policy array."),
+    click.option("--memory-mb", type=click.IntRange(16, None), default=256, show_default=True,
+                 help="Memory budget of the compaction (shuffle buckets, batches)."),
+]
+
+
+def compaction_options(fn):  # type: ignore[no-untyped-def]
+    for option in reversed(_compaction_options):
+        fn = option(fn)
+    return fn
+
+
+@click.command("export")
+@click.option("--db", "dbs", multiple=True, type=click.Path(path_type=Path),
+              help="SQLite game database (repeatable).")
+@click.option("--jsonl", "jsonls", multiple=True, type=click.Path(path_type=Path),
+              help="JSONL game file (repeatable).")
+@click.option("--use-discovery", "discovery", type=click.Path(path_type=Path), default=None,
+              help="Find game files under this folder (see README, 'Discovery').")
+@click.option("--board-type", required=True,
+              type=click.Choice(["square8", "square19", "hex8", "hexagonal"]))
+@click.option("--num-players", required=True, type=click.IntRange(2, 4))
+@click.option("--game", "game_name", default="connect", show_default=True,
+              help="Registered game (entry point group playstream.games).")
+@click.option("--output", required=True, type=click.Path(path_type=Path),
+              help="OUT.npz (one file) or a folder (versions + 'current' link).")
+@click.option("--feature-version", type=click.Choice(FEATURE_VERSIONS),
+              default=get_feature_version(), show_default=True)
+@click.option("--history-length", type=click.IntRange(0, 8), default=3, show_default=True)
+@click.option("--max-games", type=click.IntRange(1, None), default=None,
+              help="Stop after this many exported games (a rerun continues).")
+@click.option("--chunks", "chunk_dir", type=click.Path(path_type=Path), default=None,
+              help="Chunk store (default: OUTPUT.chunks next to the output).")
+@click.option("--chunk-rows", type=click.IntRange(1, None), default=20_000, show_default=True)
+@click.option("--cache", "cache_dir", type=click.Path(path_type=Path), default=None,
+              help="ExportCache folder: encoded games reused across chunk stores.")
+@click.option("--progress/--no-progress", "show_progress", default=True)
+@compaction_options
+@reports_errors
+def export_cmd(dbs: tuple[Path, ...], jsonls: tuple[Path, ...], discovery: Path | None,
+               board_type: str, num_players: int, game_name: str, output: Path,
+               feature_version: str,
+               history_length: int, max_games: int | None, chunk_dir: Path | None,
+               chunk_rows: int, cache_dir: Path | None, show_progress: bool, window: str,
+               shuffle: bool, seed: int, val_fraction: float, shard_rows: int | None,
+               sample_every: int, min_moves: int, dense_policy: bool, memory_mb: int) -> None:
+    """Export games to a training dataset through the chunk store (bounded memory)."""
+    sources = [*dbs, *jsonls]
+    if discovery is not None:
+        sources += discover_game_files(discovery, board_type, num_players)
+    if not sources:
+        raise GameFileError("no game files: give --db, --jsonl or --use-discovery")
+    for src in sources:
+        if not src.is_file():
+            raise GameFileError("game file does not exist", file=str(src))
+    options = _compact_options(window, shuffle, seed, val_fraction, shard_rows, sample_every,
+                               min_moves, dense_policy, memory_mb)
+    store = ChunkStore(chunk_dir or Path(f"{output}.chunks"))
+    cache = ExportCache(cache_dir) if cache_dir else None
+    summary = Summary("export")
+    exported = 0
+    config = ExportSettings(game=game_name, board_type=board_type, num_players=num_players,
+                            feature_version=feature_version,
+                            history_length=history_length).dataset_config()
+    for src in sources:
+        if max_games is not None and exported >= max_games:
+            break
+        writer = ChunkWriter(store, file_stream_id(src), max_rows=chunk_rows, always=(config,),
+                             source={"kind": "file", "file": str(src.resolve())})
+        exporter = IncrementalExporter(writer, feature_version=feature_version,
+                                       history_length=history_length,
+                                       accept=config_filter(game_name, board_type, num_players),
+                                       cache=cache)
+        try:
+            with progress(None, src.name, "game", enabled=show_progress) as bar:
+                for item in open_game_source(src, start=max(1, writer.next_position)):
+                    result = exporter.add_game(item.position, item.data, item.error,
+                                               file=str(src), position=item.position)
+                    bar.update(1)
+                    if result.skipped is not None:
+                        err = result.invalid
+                        summary.skip(f"invalid {err.field}" if err is not None
+                                     else result.skipped)
+                    else:
+                        summary.count("games")
+                        exported += 1
+                        if max_games is not None and exported >= max_games:
+                            break
+            sealed = exporter.finalize()
+            summary.count("chunks_sealed", len(sealed))
+        finally:
+            writer.close()
+    with progress(None, "compact", "row", enabled=show_progress) as bar:
+        result = compact(store, config.key(), output, options, progress=bar.update)
+    _summarise_compaction(summary, result)
+    summary.echo()
+
+
+@click.command("compact")
+@click.option("--chunks", "chunk_dir", required=True,
+              type=click.Path(path_type=Path, file_okay=False, exists=True))
+@click.option("--output", required=True, type=click.Path(path_type=Path))
+@click.option("--config", "config_key", default=None,
+              help="Configuration key (a folder of the chunk store); needed when it holds "
+                   "several.")
+@click.option("--progress/--no-progress", "show_progress", default=True)
+@compaction_options
+@reports_errors
+def compact_cmd(chunk_dir: Path, output: Path, config_key: str | None, show_progress: bool,
+                window: str, shuffle: bool, seed: int, val_fraction: float,
+                shard_rows: int | None, sample_every: int, min_moves: int, dense_policy: bool,
+                memory_mb: int) -> None:
+    """Compact sealed chunks into a dataset (ad hoc; the finalizer does it continuously)."""
+    options = _compact_options(window, shuffle, seed, val_fraction, shard_rows, sample_every,
+                               min_moves, dense_policy, memory_mb)
+    summary = Summary("compact")
+    with progress(None, "compact", "row", enabled=show_progress) as bar:
+        result = compact(ChunkStore(chunk_dir), config_key, output, options,
+                         progress=bar.update)
+    _summarise_compaction(summary, result)
+    summary.echo()
+
+

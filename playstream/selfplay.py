@@ -1,0 +1,65 @@
+"""Self-play games as validated records, reproducible from (seed, game index).
+
+Each game's seed is derived from the run seed and the game's index, so a worker that is
+restarted with the same seed regenerates the same games with the same ids instead of
+producing near-duplicates.
+"""
+from __future__ import annotations
+
+import socket
+from datetime import datetime, timezone
+from typing import Iterator
+
+import numpy as np
+
+from playstream.errors import PlaystreamError
+from playstream.games import get_game
+from playstream.games.agents import Agent, MCTSAgent, RandomAgent, play_game
+from playstream.records import GameRecord, SearchStats, Source
+
+AGENTS = ("random", "mcts")
+
+
+def make_agent(name: str, seed: int, simulations: int) -> Agent:
+    if name == "random":
+        return RandomAgent(seed)
+    if name == "mcts":
+        return MCTSAgent(seed, simulations=simulations)
+    raise PlaystreamError(f"unknown agent {name!r}; choose one of {', '.join(AGENTS)}")
+
+
+def game_seed(run_seed: int, index: int) -> int:
+    return int(np.random.SeedSequence([run_seed, index]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def generate_records(*, game_name: str = "connect", board_type: str, num_players: int,
+                     agent: str, seed: int, start: int = 0, count: int | None = None,
+                     simulations: int = 64, node: str | None = None,
+                     worker: str = "0") -> Iterator[GameRecord]:
+    """Play games ``start``, ``start+1``, ... (forever when ``count`` is None)."""
+    game = get_game(game_name)
+    node = node or socket.gethostname()
+    player = make_agent(agent, seed, simulations)
+    settings: dict[str, str | int | float | bool] = {"seed": seed}
+    if agent == "mcts":
+        settings["simulations"] = simulations
+    source = Source(node=node[:256], worker=worker, agent=agent, settings=settings)
+    index = start
+    while count is None or index < start + count:
+        gseed = game_seed(seed, index)
+        created = datetime.now(timezone.utc)
+        played = play_game(game, board_type, num_players, player, gseed)
+        assert played.outcome is not None  # no max_moves: the game always ends
+        search = None
+        if agent == "mcts":
+            search = [None if s is None else SearchStats(
+                policy_indices=s.policy_indices, policy_probs=s.policy_probs,
+                root_value=s.root_value) for s in played.search]
+        yield GameRecord(
+            game_id=f"{game_name}-{board_type}-{num_players}p-{seed}-{index:09d}",
+            game=game.name, game_version=game.version, board_type=board_type,
+            num_players=num_players, seed=gseed, created_at=created,
+            finished_at=datetime.now(timezone.utc), source=source, moves=played.moves,
+            search=search, ranks=list(played.outcome.ranks), winner=played.outcome.winner,
+            termination=played.outcome.termination)
+        index += 1
