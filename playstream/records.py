@@ -208,8 +208,8 @@ def check_rules(record: GameRecord, game: Game | None = None) -> Replay:
 
 
 def _check_search_legal(record: GameRecord, game: Game) -> None:
-    """Every visited index must be legal where it was searched, and the move played must be
-    among them: otherwise the soft target teaches moves the rules forbid."""
+    """Every visited index must be legal where it was searched: otherwise the soft target
+    teaches moves the rules forbid."""
     assert record.search is not None
     state = game.new_state(record.board_type, record.num_players)
     for i, (move, stats) in enumerate(zip(record.moves, record.search)):

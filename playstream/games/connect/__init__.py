@@ -1,1 +1,56 @@
-"""The built-in game: k in a row on four boards, 2 to 4 players."""
+"""The built-in game: k in a row on four boards, 2 to 4 players.
+
+`GAME` is what the ``playstream.games`` entry point ``connect`` loads; it only routes the
+`Game` protocol to the rules and the planes modules.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from playstream.games.base import BoardGeometry, Outcome, PositionPlanes, Replay
+from playstream.games.connect import planes, rules
+from playstream.games.connect.rules import ConnectState
+
+__all__ = ["GAME", "ConnectGame", "ConnectState"]
+
+
+class ConnectGame:
+    """The `Game` protocol for connect; stateless, so one shared instance serves everyone."""
+
+    name = "connect"
+    version = "1"
+    board_types = rules.BOARD_TYPES
+    feature_versions = planes.FEATURE_VERSIONS
+
+    def geometry(self, board_type: str) -> BoardGeometry:
+        return rules.board_spec(board_type).geometry
+
+    def new_state(self, board_type: str, num_players: int) -> ConnectState:
+        return rules.new_state(board_type, num_players)
+
+    def legal_moves(self, state: ConnectState) -> np.ndarray:
+        return rules.legal_moves(state)
+
+    def apply_move(self, state: ConnectState, move: int) -> None:
+        rules.apply_move(state, move)
+
+    def outcome(self, state: ConnectState) -> Outcome | None:
+        return state.outcome
+
+    def replay(self, board_type: str, num_players: int, moves: Sequence[int]) -> Replay:
+        return rules.replay(board_type, num_players, moves)
+
+    def position_planes(self, replay: Replay, feature_version: str) -> PositionPlanes:
+        return planes.position_planes(replay, feature_version)
+
+    def state_planes(self, state: ConnectState, feature_version: str) -> PositionPlanes:
+        return planes.state_planes(state, feature_version)
+
+    def derive_per_seat(self, per_seat: np.ndarray, board_type: str, from_version: str,
+                        to_version: str) -> np.ndarray:
+        return planes.derive_per_seat(per_seat, board_type, from_version, to_version)
+
+
+GAME = ConnectGame()
