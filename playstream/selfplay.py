@@ -6,6 +6,8 @@ producing near-duplicates.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import socket
 from datetime import datetime, timezone
 from typing import Iterator
@@ -32,6 +34,15 @@ def game_seed(run_seed: int, index: int) -> int:
     return int(np.random.SeedSequence([run_seed, index]).generate_state(1, np.uint64)[0] >> 1)
 
 
+def game_id(game_name: str, board_type: str, num_players: int, source: Source,
+            index: int) -> str:
+    """Readable prefix plus a digest of everything that determines the game, so ids are
+    stable for a restarted worker and distinct across nodes, workers, agents and seeds."""
+    ident = json.dumps([game_name, board_type, num_players, source.model_dump(), index],
+                       sort_keys=True)
+    return f"{game_name}-{board_type}-{num_players}p-{hashlib.sha256(ident.encode()).hexdigest()[:24]}"
+
+
 def generate_records(*, game_name: str = "connect", board_type: str, num_players: int,
                      agent: str, seed: int, start: int = 0, count: int | None = None,
                      simulations: int = 64, node: str | None = None,
@@ -56,7 +67,7 @@ def generate_records(*, game_name: str = "connect", board_type: str, num_players
                 policy_indices=s.policy_indices, policy_probs=s.policy_probs,
                 root_value=s.root_value) for s in played.search]
         yield GameRecord(
-            game_id=f"{game_name}-{board_type}-{num_players}p-{seed}-{index:09d}",
+            game_id=game_id(game_name, board_type, num_players, source, index),
             game=game.name, game_version=game.version, board_type=board_type,
             num_players=num_players, seed=gseed, created_at=created,
             finished_at=datetime.now(timezone.utc), source=source, moves=played.moves,

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, Iterator
 
 from playstream.chunks.naming import ChunkName, validate_stream_id
+from playstream.dataset.writer import fsync_dir
 from playstream.errors import ChunkError
 
 _CONFIG_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
@@ -37,14 +38,6 @@ class SealedChunk:
     rows: int
     games: int
     sha256: str
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class StreamLock:

@@ -163,8 +163,9 @@ def export_cmd(dbs: tuple[Path, ...], jsonls: tuple[Path, ...], discovery: Path 
             with progress(None, src.name, "game", enabled=show_progress) as bar:
                 for item in open_game_source(src, start=max(1, writer.next_position)):
                     result = exporter.add_game(item.position, item.data, item.error,
-                                               file=str(src), position=item.position)
+                                               file=str(src), record=item.position)
                     bar.update(1)
+                    summary.count("chunks_sealed", len(result.sealed))
                     if result.skipped is not None:
                         err = result.invalid
                         summary.skip(f"invalid {err.field}" if err is not None

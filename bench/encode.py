@@ -1,0 +1,68 @@
+"""Encoding speed per board, against numpy writing the same bytes (issue: core).
+
+    python bench/encode.py [--games 20] [--repeats 5] [--feature-version v2] [--history 3]
+
+For each board: plays random 2-player games, then times `encode_game_rows` over all of them
+(features, globals, values, CSR policy) and, as the baseline measured in the same run, the
+time `np.save` needs just to write the resulting arrays to a file. Prints medians over the
+repeats and the ratio encode/write (how many times slower than merely writing the output).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from playstream.encoders.rows import encode_game_rows
+from playstream.encoders.versions import ExportSettings
+from playstream.games import get_game
+from playstream.selfplay import generate_records
+
+BOARDS = ("square8", "square19", "hex8", "hexagonal")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--games", type=int, default=20)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--feature-version", default="v2")
+    ap.add_argument("--history", type=int, default=3)
+    args = ap.parse_args()
+    game = get_game("connect")
+    print(f"{'board':10} {'positions':>9} {'MB out':>8} {'pos/s (median)':>15} "
+          f"{'np.save MB/s':>13} {'encode/write':>13}")
+    for board in BOARDS:
+        records = list(generate_records(board_type=board, num_players=2, agent="random",
+                                        seed=1, count=args.games, node="bench"))
+        replays = [game.replay(board, 2, r.moves) for r in records]
+        settings = ExportSettings(board_type=board, num_players=2,
+                                  feature_version=args.feature_version,
+                                  history_length=args.history)
+        encode_times, write_times = [], []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            batches = [encode_game_rows(game, rp, None, settings, r.game_id)
+                       for r, rp in zip(records, replays)]
+            encode_times.append(time.perf_counter() - t0)
+            arrays = {name: np.concatenate([getattr(b, name) for b in batches])
+                      for name in ("features", "globals", "values", "values_mp",
+                                   "policy_indices", "policy_values", "move_number")}
+            with tempfile.TemporaryDirectory() as tmp:
+                t0 = time.perf_counter()
+                for name, arr in arrays.items():
+                    with open(Path(tmp) / f"{name}.npy", "wb") as fh:
+                        np.save(fh, arr)
+                write_times.append(time.perf_counter() - t0)
+        positions = sum(len(b) for b in batches)
+        nbytes = sum(a.nbytes for a in arrays.values())
+        enc, wr = statistics.median(encode_times), statistics.median(write_times)
+        print(f"{board:10} {positions:9d} {nbytes / 1e6:8.1f} {positions / enc:15,.0f} "
+              f"{nbytes / 1e6 / wr:13,.0f} {enc / wr:13.1f}")
+
+
+if __name__ == "__main__":
+    main()

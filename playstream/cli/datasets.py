@@ -1,0 +1,72 @@
+"""`validate` (pass/fail per check, non-zero exit on any failure) and `inspect`."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Iterable
+
+import click
+
+from playstream.cli.common import human_bytes, reports_errors
+from playstream.dataset import CheckResult, read_metadata, validate_npz_dataset
+from playstream.dataset.archive import Archive
+from playstream.quality import check_game_file, dataset_statistics
+
+
+def _print_checks(results: Iterable[CheckResult]) -> bool:
+    ok = True
+    for r in results:
+        ok &= r.ok
+        where = "".join(f" {k}={v}" for k, v in (("array", getattr(r, "array", None)),
+                                                  ("row", getattr(r, "row", None)))
+                        if v is not None)
+        click.echo(f"{'PASS' if r.ok else 'FAIL'}  {r.name}{where}: {r.message}")
+    return ok
+
+
+@click.command("validate")
+@click.argument("npz", required=False, type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--db", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Validate a game database (or JSONL file) instead of a dataset.")
+@click.option("--detailed", is_flag=True,
+              help="Add per-channel statistics and value, entropy and game-length distributions.")
+@reports_errors
+def validate_cmd(npz: Path | None, db: Path | None, detailed: bool) -> None:
+    """Check a dataset (or a game database); exit 1 if any check fails."""
+    if (npz is None) == (db is None):
+        raise click.UsageError("give a dataset file or --db FILE, not both")
+    if db is not None:
+        report = check_game_file(db)
+        ok = _print_checks(report.results)
+        if detailed or report.stats:
+            click.echo(json.dumps(report.stats, indent=2))
+        sys.exit(0 if ok else 1)
+    assert npz is not None
+    vreport = validate_npz_dataset(npz)
+    ok = _print_checks(vreport.results)
+    if detailed and ok:
+        click.echo(json.dumps(dataset_statistics(npz), indent=2))
+    click.echo(f"{'valid' if ok else 'INVALID'}: {npz}")
+    sys.exit(0 if ok else 1)
+
+
+@click.command("inspect")
+@click.argument("npz", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@reports_errors
+def inspect_cmd(npz: Path) -> None:
+    """Shapes, dtypes, metadata and counts of a dataset, without loading its arrays."""
+    meta = read_metadata(npz)
+    click.echo(f"{npz}  {human_bytes(npz.stat().st_size)}")
+    with Archive(npz) as archive:
+        for name in sorted(n for n in archive.infos if n != "metadata"):
+            member = archive.read_header(name)
+            click.echo(f"  {member.name:16} {str(member.dtype):8} {member.shape}")
+    shown = {k: v for k, v in meta.items() if k not in ("channels", "checksums", "extra")}
+    click.echo(json.dumps(shown, indent=2))
+    click.echo(f"channels ({len(meta.get('channels', []))}): "
+               f"{', '.join(meta.get('channels', [])[:8])}{' ...' if len(meta.get('channels', [])) > 8 else ''}")
+    extra = meta.get("extra", {})
+    if extra:
+        click.echo("provenance: " + json.dumps({k: v for k, v in extra.items()
+                                                if k not in ("games", "skipped", "manifest")}))

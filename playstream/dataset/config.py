@@ -1,0 +1,112 @@
+"""What a dataset's rows mean: game, board, feature layout. Rows of two configurations never mix.
+
+The configuration is read back from untrusted metadata and its ``key()`` names directories of
+the chunk store, so every field is checked here once: identifiers are short and path-safe,
+counts are in range, and channel names are unique.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, fields
+from typing import Any, Mapping, Sequence
+
+from playstream.dataset.schema import SEATS
+from playstream.errors import ConfigMismatchError, DatasetError
+
+_IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+MAX_NAME_LEN = 128
+MAX_CHANNELS = 65536
+MAX_POLICY_SIZE = 1 << 24
+MAX_BOARD_SIDE = 4096
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    game: str
+    game_version: str
+    board_type: str
+    num_players: int
+    feature_version: str
+    history_length: int
+    channels: tuple[str, ...]
+    global_names: tuple[str, ...]
+    policy_size: int
+    height: int
+    width: int
+
+    def __post_init__(self) -> None:
+        for name in ("game", "game_version", "board_type", "feature_version"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not _IDENT.fullmatch(value):
+                _invalid(name, f"must match {_IDENT.pattern} (it names files), got {value!r}")
+        _check_int("num_players", self.num_players, 1, SEATS)
+        _check_int("history_length", self.history_length, 0, 1 << 16)
+        _check_int("policy_size", self.policy_size, 1, MAX_POLICY_SIZE)
+        _check_int("height", self.height, 1, MAX_BOARD_SIDE)
+        _check_int("width", self.width, 1, MAX_BOARD_SIDE)
+        # Lists from JSON become tuples: the dataclass is frozen and hashable.
+        object.__setattr__(self, "channels", _names("channels", self.channels, minimum=1))
+        object.__setattr__(self, "global_names", _names("global_names", self.global_names,
+                                                        minimum=0))
+
+    def key(self) -> str:
+        """Short stable identifier, e.g. 'connect-1_square8_2p_v2_h3'; safe as a path part."""
+        return (f"{self.game}-{self.game_version}_{self.board_type}_{self.num_players}p_"
+                f"{self.feature_version}_h{self.history_length}")
+
+    def to_metadata(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["channels"] = list(self.channels)
+        out["global_names"] = list(self.global_names)
+        return out
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, Any]) -> DatasetConfig:
+        """The configuration stored in a file's metadata; DatasetError naming a missing or
+        invalid key otherwise."""
+        values = {}
+        for f in fields(cls):
+            if f.name not in metadata:
+                _invalid(f.name, "missing from metadata")
+            values[f.name] = metadata[f.name]
+        return cls(**values)
+
+    def differing_fields(self, other: DatasetConfig) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(self) if getattr(self, f.name) != getattr(other,
+                                                                                       f.name))
+
+    def compatible_with(self, other: DatasetConfig, **context: Any) -> bool:
+        """True when rows of both configurations may share a dataset; raises otherwise, so
+        that a forgotten check of the result can never let two configurations mix."""
+        diff = self.differing_fields(other)
+        if diff:
+            detail = "; ".join(f"{name}: {getattr(self, name)!r} != {getattr(other, name)!r}"
+                               for name in diff)
+            raise ConfigMismatchError(
+                f"configurations {self.key()} and {other.key()} differ in {detail}",
+                fields=",".join(diff), **context)
+        return True
+
+
+def _invalid(name: str, message: str) -> None:
+    raise DatasetError(f"config field {name} {message}", array="metadata", check="metadata",
+                       field=name)
+
+
+def _check_int(name: str, value: object, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        _invalid(name, f"must be an integer in [{low}, {high}], got {value!r}")
+
+
+def _names(name: str, value: object, *, minimum: int) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        _invalid(name, f"must be a list of strings, got {type(value).__name__}")
+    names = tuple(value)  # type: ignore[arg-type]
+    if not minimum <= len(names) <= MAX_CHANNELS:
+        _invalid(name, f"must hold {minimum}..{MAX_CHANNELS} names, got {len(names)}")
+    bad = [n for n in names if not isinstance(n, str) or not 0 < len(n) <= MAX_NAME_LEN]
+    if bad:
+        _invalid(name, f"holds an invalid name {bad[0]!r} (1..{MAX_NAME_LEN} characters)")
+    if len(set(names)) != len(names):
+        _invalid(name, "holds duplicate names")
+    return names

@@ -1,0 +1,74 @@
+"""Loading datasets: whole (optionally memory-mapped), in row batches, or just the metadata.
+
+Every entry point checks the file's structure first (the same checks as the validator), so a
+foreign or damaged file fails with a DatasetError naming the array instead of a numpy error.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from playstream.dataset.archive import Archive
+from playstream.dataset.batch import RowBatch
+from playstream.dataset.config import DatasetConfig
+from playstream.dataset.layout import open_layout
+from playstream.dataset.rowblocks import (compare_checksums, iter_blocks, member_streams,
+                                          verify_checksums)
+from playstream.dataset.schema import BATCH_ARRAYS, DENSE_POLICY, METADATA
+from playstream.errors import DatasetError
+
+
+@dataclass(eq=False)
+class Dataset:
+    config: DatasetConfig
+    metadata: dict[str, Any]
+    rows: RowBatch
+    policy: np.ndarray | None  # the stored dense policy, for files written with it
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def load_npz_dataset(path: str | Path, *, verify: bool = True, mmap: bool = False) -> Dataset:
+    """The whole file in memory, or with ``mmap`` as read-only maps of the file (needs a file
+    written without compression). ``verify`` compares every array with its checksum; it reads
+    the data once more when mapping."""
+    with open_layout(path) as layout:
+        if mmap:
+            arrays = {name: layout.archive.memmap(layout.members[name])
+                      for name in layout.arrays}
+            if verify:
+                verify_checksums(layout)
+        else:
+            with member_streams(layout, verify=verify) as streams:
+                arrays = {name: stream.read_all() for name, stream in streams.items()}
+                if verify:
+                    compare_checksums(layout, streams)
+        try:
+            rows = RowBatch(**{name: arrays[name] for name in BATCH_ARRAYS})
+        except DatasetError as err:  # e.g. a decreasing policy_indptr: say which file
+            raise DatasetError(err.message, path=layout.path, array=err.array, row=err.row,
+                               check=err.check) from None
+        return Dataset(layout.config, layout.metadata, rows, arrays.get(DENSE_POLICY))
+
+
+def iter_row_batches(path: str | Path, batch_rows: int, *, verify: bool = True
+                     ) -> Iterator[RowBatch]:
+    """The rows of ``path`` in batches of ``batch_rows`` (the last may be shorter), reading
+    each array sequentially. With ``verify`` a checksum mismatch raises after the last batch:
+    finish the iteration before publishing anything derived from it."""
+    with open_layout(path) as layout:
+        for _, rows, _ in iter_blocks(layout, batch_rows, verify=verify):
+            yield rows
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The metadata dict, reading only the central directory and the metadata member."""
+    with Archive(path) as archive:
+        if METADATA not in archive.infos:
+            raise DatasetError("required array is missing", path=archive.path, array=METADATA,
+                               check="members")
+        return archive.read_metadata(archive.read_header(METADATA))

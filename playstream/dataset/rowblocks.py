@@ -1,0 +1,97 @@
+"""Reading a checked file in row blocks, every array in step, in bounded memory.
+
+Each array is read sequentially by its own stream, so the checksums are computed on the way at
+no extra I/O; the CSR boundaries are checked before the policy entries of a block are read, so
+a hostile policy_indptr cannot make a block unbounded.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import numpy as np
+
+from playstream.dataset.archive import MemberStream
+from playstream.dataset.batch import RowBatch
+from playstream.dataset.checks import csr_problem
+from playstream.dataset.layout import Layout
+from playstream.dataset.schema import DENSE_POLICY, PER_ROW_ARRAYS, per_row_arrays
+from playstream.errors import DatasetError
+
+
+def block_rows_for(layout: Layout, budget_bytes: int) -> int:
+    """Rows per block so that one block (with the worst-case policy entries) fits the budget."""
+    per_row = sum(layout.members[name].item_bytes
+                  for name in per_row_arrays(DENSE_POLICY in layout.members))
+    per_row += 8 * layout.config.policy_size + 8  # indices + values of a full row, indptr
+    return max(1, budget_bytes // per_row)
+
+
+def iter_blocks(layout: Layout, block_rows: int, *, verify: bool
+                ) -> Iterator[tuple[int, RowBatch, np.ndarray | None]]:
+    """Yield (first row, rows, stored dense policy of those rows or None). With ``verify`` the
+    checksums are compared after the last block: a DatasetError then ends the iteration, so a
+    consumer that writes what it reads must not publish before the iterator is exhausted."""
+    if block_rows < 1:
+        raise DatasetError(f"block_rows must be at least 1, got {block_rows}",
+                           path=layout.path, check="arguments")
+    with member_streams(layout, verify=verify) as streams:
+        end = int(streams["policy_indptr"].read(1)[0])
+        if end != 0:
+            raise DatasetError(f"starts at {end}, not 0", path=layout.path,
+                               array="policy_indptr", row=0, check="csr")
+        for start in range(0, layout.rows, block_rows):
+            count = min(block_rows, layout.rows - start)
+            indptr = np.concatenate(([end], streams["policy_indptr"].read(count)))
+            problem = csr_problem(indptr, start, layout.config.policy_size, layout.path)
+            if problem is None and indptr[-1] > layout.nnz:
+                problem = DatasetError(f"points past the {layout.nnz} policy entries",
+                                       path=layout.path, array="policy_indptr",
+                                       row=start + int(np.argmax(indptr > layout.nnz)) - 1,
+                                       check="csr")
+            if problem is not None:
+                raise problem
+            entries = int(indptr[-1] - indptr[0])
+            rows = RowBatch(policy_indptr=indptr - indptr[0],
+                            policy_indices=streams["policy_indices"].read(entries),
+                            policy_values=streams["policy_values"].read(entries),
+                            **{name: streams[name].read(count) for name in PER_ROW_ARRAYS})
+            dense = streams[DENSE_POLICY].read(count) if DENSE_POLICY in streams else None
+            yield start, rows, dense
+            end = int(indptr[-1])
+        if end != layout.nnz:
+            raise DatasetError(f"ends at {end} but there are {layout.nnz} policy entries",
+                               path=layout.path, array="policy_indptr", check="csr")
+        if verify:
+            compare_checksums(layout, streams)
+
+
+@contextmanager
+def member_streams(layout: Layout, *, verify: bool) -> Iterator[dict[str, MemberStream]]:
+    """One stream per checksummed array, closed on exit."""
+    streams = {name: MemberStream(layout.archive, layout.members[name], verify=verify)
+               for name in layout.arrays}
+    try:
+        yield streams
+    finally:
+        for stream in streams.values():
+            stream.close()
+
+
+def verify_checksums(layout: Layout) -> None:
+    """Read every array once, in blocks, and compare with the metadata checksums."""
+    with member_streams(layout, verify=True) as streams:
+        for stream in streams.values():
+            stream.drain()
+        compare_checksums(layout, streams)
+
+
+def compare_checksums(layout: Layout, streams: dict[str, MemberStream]) -> None:
+    for name, stream in streams.items():
+        if stream.hexdigest() != layout.metadata["checksums"][name]:
+            raise DatasetError("sha256 of the array does not match the metadata checksum "
+                               "(the data, its dtype or its shape changed)", path=layout.path,
+                               array=name, check="checksums")
+        if not stream.crc_matches():
+            raise DatasetError("the member's zip CRC-32 does not match (np.load would refuse "
+                               "it)", path=layout.path, array=name, check="checksums")
