@@ -84,23 +84,28 @@ class ChunkStore:
         found = [(n, d / p) for p in os.listdir(d) if (n := ChunkName.parse(p)) is not None]
         return sorted(found)
 
-    def stream_chunks(self, stream: str) -> dict[str, list[ChunkName]]:
-        """Every sealed chunk of a stream, by configuration key."""
+    def scoped_keys(self, scope: str) -> list[str]:
+        """Configuration keys written by one encoder (see `encoder_scope`)."""
+        return [k for k in self.config_keys() if k.endswith(f"_{scope}")]
+
+    def stream_chunks(self, stream: str, scope: str) -> dict[str, list[ChunkName]]:
+        """Every sealed chunk of a stream written by encoder ``scope``, by configuration."""
         validate_stream_id(stream)
         out: dict[str, list[ChunkName]] = {}
-        for key in self.config_keys():
+        for key in self.scoped_keys(scope):
             names = [n for n, _ in self.sealed(key) if n.stream == stream]
             if names:
                 out[key] = names
         return out
 
-    def lock_stream(self, stream: str, *, timeout: float = 0.0) -> StreamLock:
-        """Take the stream's writer lock, waiting up to ``timeout`` seconds (a revoked owner
-        may still be finishing); ChunkError if another process keeps it."""
+    def lock_stream(self, stream: str, scope: str, *, timeout: float = 0.0) -> StreamLock:
+        """Take the writer lock of (stream, encoder scope), waiting up to ``timeout`` seconds
+        (a revoked owner may still be finishing); ChunkError if another process keeps it."""
         validate_stream_id(stream)
         locks = self.root / "locks"
         locks.mkdir(exist_ok=True)
-        fh = open(locks / f"{stream}.lock", "a+")
+        path = locks / f"{stream}@{scope}.lock"
+        fh = open(path, "a+")
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -110,7 +115,7 @@ class ChunkStore:
                 if time.monotonic() >= deadline:
                     fh.close()
                     raise ChunkError("another writer holds this stream's lock", stream=stream,
-                                     path=str(locks / f"{stream}.lock")) from None
+                                     path=str(path)) from None
                 time.sleep(0.05)
         fh.seek(0)
         fh.truncate()
@@ -121,11 +126,11 @@ class ChunkStore:
     def temp_path(self, config_key: str, name: ChunkName, token: str) -> Path:
         return self.config_dir(config_key, create=True) / f".{name.filename}.{token}{TEMP_SUFFIX}"
 
-    def sweep_temp(self, stream: str) -> list[Path]:
+    def sweep_temp(self, stream: str, scope: str) -> list[Path]:
         """Remove a crashed writer's leftovers for ``stream`` (call with its lock held)."""
         validate_stream_id(stream)
         removed = []
-        for key in self.config_keys():
+        for key in self.scoped_keys(scope):
             d = self.config_dir(key)
             for p in d.iterdir():
                 if p.name.startswith(f".{stream}+") and TEMP_SUFFIX in p.name:

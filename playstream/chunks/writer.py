@@ -53,7 +53,10 @@ class _Recovery:
 
 
 class ChunkWriter:
-    """The seed's IncrementalExporter core, one instance per source stream.
+    """The seed's IncrementalExporter core, one instance per source stream and encoder.
+
+    ``scope`` (`encoder_scope` of the feature version and history length) keeps writers of
+    different encoders on one stream apart: each has its own lock and its own progress.
 
     ``add`` takes the rows of one record at its stream position; positions must increase.
     Chunks seal when the open rows reach ``max_rows``, when the open chunk is older than
@@ -62,7 +65,7 @@ class ChunkWriter:
     through a file of only skipped records is recorded too.
     """
 
-    def __init__(self, store: ChunkStore, stream: str, *, max_rows: int = 10_000,
+    def __init__(self, store: ChunkStore, stream: str, scope: str, *, max_rows: int = 10_000,
                  max_age_s: float | None = None, lock_timeout: float = 0.0,
                  source: dict[str, Any] | None = None,
                  always: tuple[DatasetConfig, ...] = (),
@@ -71,12 +74,13 @@ class ChunkWriter:
             raise ChunkError("max_rows must be at least 1", stream=stream)
         self.store = store
         self.stream = validate_stream_id(stream)
+        self.scope = scope
         self.max_rows = max_rows
         self.max_age_s = max_age_s
         self.source = dict(source or {})
         self.always = always
         self._clock = clock
-        self._lock: StreamLock | None = store.lock_stream(stream, timeout=lock_timeout)
+        self._lock: StreamLock | None = store.lock_stream(stream, scope, timeout=lock_timeout)
         self._sealed: dict[str, list[ChunkName]] = {}
         self._recovery: _Recovery | None = None
         self._next = 0
@@ -91,8 +95,8 @@ class ChunkWriter:
         return self._next
 
     def _resume(self) -> None:
-        self.store.sweep_temp(self.stream)
-        self._sealed = self.store.stream_chunks(self.stream)
+        self.store.sweep_temp(self.stream, self.scope)
+        self._sealed = self.store.stream_chunks(self.stream, self.scope)
         ranges: dict[tuple[int, int], dict[str, ChunkName]] = {}
         for key, names in self._sealed.items():
             for n in names:
@@ -142,6 +146,9 @@ class ChunkWriter:
             self._opened_at = self._clock()
         self._last = position
         if rows is not None and config is not None:
+            if not config.key().endswith(f"_{self.scope}"):
+                raise ChunkError(f"configuration {config.key()} is not of this writer's "
+                                 f"encoder {self.scope}", stream=self.stream)
             part = self._parts.setdefault(config.key(), _OpenPart(config))
             if part.config != config:
                 raise ChunkError(f"two configurations share the key {config.key()!r}",

@@ -12,6 +12,7 @@ from playstream.chunks import ChunkStore, ChunkWriter, file_stream_id
 from playstream.cli.common import Summary, progress, reports_errors
 from playstream.consumers.compaction import CompactOptions, CompactionResult, compact
 from playstream.consumers.windows import parse_window
+from playstream.dataset.config import encoder_scope
 from playstream.encoders.cache import ExportCache
 from playstream.encoders.versions import FEATURE_VERSIONS, ExportSettings, get_feature_version
 from playstream.errors import GameFileError
@@ -153,7 +154,9 @@ def export_cmd(dbs: tuple[Path, ...], jsonls: tuple[Path, ...], discovery: Path 
     for src in sources:
         if max_games is not None and exported >= max_games:
             break
-        writer = ChunkWriter(store, file_stream_id(src), max_rows=chunk_rows, always=(config,),
+        writer = ChunkWriter(store, file_stream_id(src), encoder_scope(feature_version,
+                                                                       history_length),
+                             max_rows=chunk_rows, always=(config,),
                              source={"kind": "file", "file": str(src.resolve())})
         exporter = IncrementalExporter(writer, feature_version=feature_version,
                                        history_length=history_length,
@@ -180,7 +183,7 @@ def export_cmd(dbs: tuple[Path, ...], jsonls: tuple[Path, ...], discovery: Path 
         finally:
             writer.close()
     with progress(None, "compact", "row", enabled=show_progress) as bar:
-        result = compact(store, config.key(), output, options, progress=bar.update)
+        result = compact(store, config.key(), output, options, progress=lambda done: bar.update(done - bar.n))
     _summarise_compaction(summary, result)
     summary.echo()
 
@@ -205,7 +208,7 @@ def compact_cmd(chunk_dir: Path, output: Path, config_key: str | None, show_prog
     summary = Summary("compact")
     with progress(None, "compact", "row", enabled=show_progress) as bar:
         result = compact(ChunkStore(chunk_dir), config_key, output, options,
-                         progress=bar.update)
+                         progress=lambda done: bar.update(done - bar.n))
     _summarise_compaction(summary, result)
     summary.echo()
 

@@ -20,6 +20,17 @@ MAX_POLICY_SIZE = 1 << 24
 MAX_BOARD_SIDE = 4096
 
 
+def encoder_scope(feature_version: str, history_length: int) -> str:
+    """The encoder part of a configuration key: chunk writers with different encoders share
+    a store without sharing progress (their keys end differently)."""
+    return f"{feature_version}_h{history_length}"
+
+
+def key_scope(config_key: str) -> str:
+    """The encoder scope a configuration key ends with (inverse of `DatasetConfig.key`)."""
+    return "_".join(config_key.rsplit("_", 2)[-2:])
+
+
 @dataclass(frozen=True)
 class DatasetConfig:
     game: str
@@ -52,7 +63,7 @@ class DatasetConfig:
     def key(self) -> str:
         """Short stable identifier, e.g. 'connect-1_square8_2p_v2_h3'; safe as a path part."""
         return (f"{self.game}-{self.game_version}_{self.board_type}_{self.num_players}p_"
-                f"{self.feature_version}_h{self.history_length}")
+                f"{encoder_scope(self.feature_version, self.history_length)}")
 
     def to_metadata(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}

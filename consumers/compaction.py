@@ -1,0 +1,609 @@
+"""compact(): the sealed chunks of one configuration become one published training dataset.
+
+Memory does not grow with the dataset. The passes are:
+
+1. verify every chunk (checksums and content, in blocks) and quarantine the bad ones;
+2. a pre-pass over the small columns (game_id, move_number) of each chunk, oldest first, that
+   picks the usable rows (dedup, sampling, short games) and spills the choice to a file in the
+   work folder;
+3. the window: the newest W(N) usable rows, from per-chunk counts only;
+4. a planning pass over the small columns of the chunks in the window: the train/val side of
+   every row and the exact row and game counts, so the manifest is known before writing;
+5. the write: rows stream chunk by chunk into the outputs, or, with ``shuffle``, go through a
+   two-phase external shuffle (KataGo's shuffle.py): a scatter into bucket files on disk,
+   then each bucket is loaded alone, permuted and written.
+
+Each pass holds one chunk's small columns, or a few row blocks sized from
+``memory_budget_bytes``. The one thing that grows with the data is the dedup set: 16 bytes per
+distinct game (a sorted digest array; twice that for a moment while two levels merge). The
+dataset writer adds its own distinct-game counter of 8 bytes per game of the file it writes.
+Chunks themselves are bounded by the chunk writer's ``max_rows``.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from playstream.chunks import ChunkName, ChunkStore
+from playstream.chunks.writer import file_sha256
+from playstream.consumers.publish import (SPLITS, ChunkEntry, OutputEntry, Publication,
+                                          QuarantinedChunk, build_manifest, is_single_file)
+from playstream.consumers.windows import AllRows, WindowPolicy
+from playstream.dataset import (DatasetConfig, NPZDatasetWriter, RowBatch, iter_row_batches,
+                                load_npz_dataset, read_metadata, validate_npz_dataset)
+from playstream.dataset.checks import row_shape
+from playstream.dataset.schema import BATCH_ARRAYS, FIXED_DTYPES, game_id_dtype
+from playstream.errors import ChunkError, ConfigMismatchError, DatasetError, PlaystreamError
+
+log = logging.getLogger(__name__)
+
+DIGEST_BYTES = 16
+MIN_MEMORY_BUDGET = 1 << 20
+# Row blocks read or written at once, and shuffle buckets, as fractions of the budget: a block
+# is held about three times over (read, selected, split), a bucket twice (loaded, permuted).
+BLOCK_FRACTION = 8
+BUCKET_FRACTION = 4
+# Per-row codes in the selection files of the work folder.
+UNUSED, TRAIN, VAL = 0, 1, 2
+_CODES = {"train": TRAIN, "val": VAL}
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class CompactOptions:
+    """``window`` keeps the newest rows after dedup and sampling; ``val_fraction`` of the
+    games (by a hash of game_id) go to val; ``sample_every`` keeps move_number % k == 0;
+    ``min_moves`` drops games with fewer rows in their chunk."""
+
+    window: WindowPolicy = AllRows()
+    dedup: bool = True
+    shuffle: bool = False
+    seed: int = 0
+    val_fraction: float = 0.0
+    shard_rows: int | None = None
+    sample_every: int = 1
+    min_moves: int = 0
+    dense_policy: bool = False
+    compress: bool = False
+    memory_budget_bytes: int = 256 << 20
+    keep_versions: int = 3
+
+    def __post_init__(self) -> None:
+        rules = (
+            ("val_fraction", 0.0 <= self.val_fraction < 1.0, "must be in [0, 1)"),
+            ("shard_rows", self.shard_rows is None or self.shard_rows >= 1,
+             "must be at least 1 (or None for one file per split)"),
+            ("sample_every", self.sample_every >= 1, "must be at least 1"),
+            ("min_moves", self.min_moves >= 0, "must not be negative"),
+            ("memory_budget_bytes", self.memory_budget_bytes >= MIN_MEMORY_BUDGET,
+             f"must be at least {MIN_MEMORY_BUDGET}"),
+            ("keep_versions", self.keep_versions >= 1, "must be at least 1"),
+            ("seed", 0 <= self.seed < 2**63, "must be in [0, 2^63)"),
+        )
+        for name, ok, message in rules:
+            if not ok:
+                raise PlaystreamError(f"{name} {message}, got {getattr(self, name)!r}",
+                                      field=name)
+
+    def to_manifest(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["window"] = repr(self.window)
+        return out
+
+
+@dataclass(frozen=True)
+class CompactionResult:
+    rows: int
+    games: int
+    train_rows: int
+    val_rows: int
+    outputs: list[Path]
+    manifest: Path
+    chunks: list[ChunkEntry]  # every chunk considered; rows_used 0 for those left out
+    quarantined: list[QuarantinedChunk]
+    bytes_written: int
+    seconds: float
+
+    @property
+    def chunks_used(self) -> list[ChunkEntry]:
+        return [c for c in self.chunks if c.rows_used]
+
+
+@dataclass
+class _Chunk:
+    """A verified chunk and what the passes decided about it."""
+
+    name: ChunkName
+    path: Path
+    config_key: str
+    sealed_at: datetime
+    rows: int
+    sha256: str
+    selection: Path  # uint8 code per row (UNUSED/TRAIN/VAL) in the work folder
+    row_bytes: int = 0  # uncompressed bytes of one row, on average
+    usable: int = 0
+    used: int = 0
+    split_rows: dict[str, int] = field(default_factory=dict)  # used rows by split
+    split_games: dict[str, int] = field(default_factory=dict)
+
+    def entry(self) -> ChunkEntry:
+        return ChunkEntry(self.name.filename, self.config_key, self.name.stream,
+                          self.name.first, self.name.last, self.rows, self.used, self.sha256)
+
+
+class _Counter:
+    """The running count handed to ``progress``: rows passed through any phase so far."""
+
+    def __init__(self, progress: Progress | None) -> None:
+        self._progress = progress
+        self.done = 0
+
+    def advance(self, rows: int) -> None:
+        self.done += rows
+        if self._progress is not None:
+            self._progress(self.done)
+
+
+class _DigestSet:
+    """Distinct 16-byte digests in sorted levels, each more than twice the size of the next
+    (a log-structured merge): 16 bytes per member, O(log n) levels to search, and each digest
+    is merged O(log n) times."""
+
+    def __init__(self) -> None:
+        self._levels: list[np.ndarray] = []
+
+    def insert(self, keys: np.ndarray) -> np.ndarray:
+        """Add ``keys`` (dtype S16); True where a key was absent before and is its first
+        occurrence in ``keys``."""
+        unique, first = np.unique(keys, return_index=True)
+        absent = np.ones(unique.size, bool)
+        for level in self._levels:
+            pos = np.minimum(np.searchsorted(level, unique), level.size - 1)
+            absent &= level[pos] != unique
+        fresh = np.zeros(keys.size, bool)
+        fresh[first[absent]] = True
+        if absent.any():
+            self._levels.append(unique[absent])
+            while len(self._levels) > 1 and self._levels[-2].size <= 2 * self._levels[-1].size:
+                top = self._levels.pop()
+                self._levels[-1] = np.sort(np.concatenate([self._levels[-1], top]))
+        return fresh
+
+
+def _digests(ids: np.ndarray) -> np.ndarray:
+    """blake2b-128 of each id (one hash per game, not per row)."""
+    joined = b"".join(hashlib.blake2b(s.encode(), digest_size=DIGEST_BYTES).digest()
+                      for s in ids.tolist())
+    return np.frombuffer(joined, dtype=f"S{DIGEST_BYTES}")
+
+
+def val_side(game_ids: np.ndarray, val_fraction: float) -> np.ndarray:
+    """True for the rows whose game goes to val: the first 8 bytes of sha256(game_id) as a
+    fraction of 2^64 below ``val_fraction``. A game lands on the same side in every run and
+    every dataset, so val never holds positions of a game trained on."""
+    if val_fraction <= 0.0 or game_ids.size == 0:
+        return np.zeros(game_ids.size, bool)
+    unique, inverse = np.unique(game_ids, return_inverse=True)
+    head = np.frombuffer(b"".join(hashlib.sha256(s.encode()).digest()[:8]
+                                  for s in unique.tolist()), dtype=">u8")
+    return (head / 2.0**64 < val_fraction)[inverse]
+
+
+def compact(store: ChunkStore, config_key: str | None, output: Path,
+            options: CompactOptions = CompactOptions(), *,
+            progress: Progress | None = None) -> CompactionResult:
+    """Compact the sealed chunks of ``config_key`` (None: the store's only configuration)
+    into ``output``: a ``.npz`` file, or a dataset directory of versions (see publish)."""
+    started = time.monotonic()
+    output = Path(output)
+    if is_single_file(output) and (options.val_fraction > 0 or options.shard_rows is not None):
+        raise PlaystreamError("a single .npz output cannot hold a val split or shards; give a "
+                              "directory as the output", path=str(output),
+                              field="val_fraction" if options.val_fraction > 0
+                              else "shard_rows")
+    key = _resolve_key(store, config_key)
+    counter = _Counter(progress)
+    try:
+        with Publication(output, keep_versions=options.keep_versions) as pub:
+            chunks, config, quarantined = _verified_chunks(
+                store, key, pub.work_dir, options.memory_budget_bytes, counter)
+            _select_usable(chunks, options, counter)
+            _apply_window(chunks, options.window)
+            _plan_splits(chunks, options.val_fraction, counter)
+            outputs = _write(chunks, config, options, pub, quarantined, counter)
+            games = {s: sum(c.split_games.get(s, 0) for c in chunks) for s in SPLITS}
+            manifest = build_manifest(config, options.to_manifest(),
+                                      [c.entry() for c in chunks], quarantined, outputs, games)
+            files, manifest_path = pub.commit(manifest)
+    except OSError as err:
+        raise DatasetError(f"compaction failed, nothing was published: {err.strerror or err}",
+                           path=str(output), check="publish") from err
+    totals = manifest["totals"]
+    return CompactionResult(
+        rows=totals["rows"], games=totals["games"], train_rows=totals["train_rows"],
+        val_rows=totals["val_rows"], outputs=files, manifest=manifest_path,
+        chunks=[c.entry() for c in chunks], quarantined=quarantined,
+        bytes_written=totals["bytes"] + manifest_path.stat().st_size,
+        seconds=time.monotonic() - started)
+
+
+def _resolve_key(store: ChunkStore, config_key: str | None) -> str:
+    if config_key is not None:
+        store.config_dir(config_key)  # validates the key
+        return config_key
+    keys = store.config_keys()
+    if len(keys) != 1:
+        if not keys:
+            raise ChunkError("the chunk store holds no configuration", path=str(store.root))
+        raise ConfigMismatchError(f"the chunk store holds {len(keys)} configurations "
+                                  f"({', '.join(keys)}); name the one to compact",
+                                  path=str(store.root))
+    return keys[0]
+
+
+# -- 1. verification ------------------------------------------------------------------------
+def _verified_chunks(store: ChunkStore, key: str, work: Path, budget: int, counter: _Counter
+                     ) -> tuple[list[_Chunk], DatasetConfig, list[QuarantinedChunk]]:
+    """The sealed chunks that pass every check, oldest first by (sealed_at, name); the
+    others are moved to quarantine. Refuses chunks whose configurations differ."""
+    chunks: list[_Chunk] = []
+    quarantined: list[QuarantinedChunk] = []
+    config: DatasetConfig | None = None
+    first_path = ""
+    for index, (name, path) in enumerate(store.sealed(key)):
+        report = validate_npz_dataset(path, block_bytes=budget // BLOCK_FRACTION)
+        if report.ok:
+            meta = read_metadata(path)
+            reason = _provenance_problem(meta, name)
+        else:
+            # The first failure is the cause; later checks fail or do not run because of it.
+            r = report.failures[0]
+            reason = (f"{r.name} failed: {r.message}" + (f" (array {r.array})" if r.array else "")
+                      + (f" (row {r.row})" if r.row is not None else ""))
+        if reason is not None:
+            moved = store.quarantine(path, reason)
+            log.warning("chunk quarantined", extra={"path": str(path), "reason": reason})
+            quarantined.append(QuarantinedChunk(moved, reason))
+            continue
+        chunk_config = DatasetConfig.from_metadata(meta)
+        if config is None:
+            config, first_path = chunk_config, str(path)
+        config.compatible_with(chunk_config, path=str(path), first_chunk=first_path)
+        if config.key() != key:
+            raise ConfigMismatchError(f"the chunks hold configuration {config.key()} but lie in "
+                                      f"the folder of {key}", path=str(path))
+        sealed_at = sealed_time(meta)
+        assert sealed_at is not None  # checked by _provenance_problem
+        chunks.append(_Chunk(name, path, key, sealed_at,
+                             int(meta["rows"]), file_sha256(path),
+                             work / f"{index:08d}.selection.npy"))
+        counter.advance(chunks[-1].rows)
+    if config is None:
+        raise ChunkError(f"no valid sealed chunk for configuration {key} "
+                         f"({len(quarantined)} quarantined)", config=key)
+    chunks.sort(key=lambda c: (c.sealed_at, c.name))
+    return chunks, config, quarantined
+
+
+def _provenance_problem(meta: dict[str, Any], name: ChunkName) -> str | None:
+    """A chunk whose metadata disagrees with its name (renamed or copied by hand) or lacks
+    its seal time cannot be ordered or trusted for progress."""
+    extra = meta.get("extra", {})
+    source = extra.get("source")
+    if not isinstance(source, dict) or (source.get("stream"), source.get("first"),
+                                        source.get("last")) != (name.stream, name.first,
+                                                                name.last):
+        return (f"metadata source {source!r:.200} does not match the file name's range "
+                f"{name.stream} {name.first}..{name.last}")
+    if sealed_time(meta) is None:
+        return (f"metadata sealed_at {extra.get('sealed_at')!r:.60} is not an ISO time with a "
+                f"time zone")
+    return None
+
+
+def sealed_time(meta: dict[str, Any]) -> datetime | None:
+    """When the chunk writer sealed the chunk (``extra.sealed_at``), None if unreadable."""
+    extra = meta.get("extra")
+    sealed_at = extra.get("sealed_at") if isinstance(extra, dict) else None
+    try:
+        when = datetime.fromisoformat(sealed_at) if isinstance(sealed_at, str) else None
+    except ValueError:
+        return None
+    return when if when is not None and when.tzinfo is not None else None
+
+
+def _small_columns(chunk: _Chunk) -> tuple[np.ndarray, np.ndarray]:
+    """game_id and move_number of a chunk, read through a memory map so that no other array
+    is read (chunk writers store chunks uncompressed); also records the chunk's bytes per
+    row, which size row blocks and shuffle buckets."""
+    rows = load_npz_dataset(chunk.path, verify=False, mmap=True).rows
+    chunk.row_bytes = math.ceil(sum(getattr(rows, name).nbytes for name in BATCH_ARRAYS)
+                                / max(1, len(rows)))
+    return np.array(rows.game_id), np.array(rows.move_number)
+
+
+# -- 2. usable rows -------------------------------------------------------------------------
+def _select_usable(chunks: list[_Chunk], options: CompactOptions, counter: _Counter) -> None:
+    """Oldest first: a game is a run of rows with one game_id and increasing move numbers
+    (so a record delivered twice in a row is two runs); the oldest run of each game wins."""
+    seen = _DigestSet() if options.dedup else None
+    for chunk in chunks:
+        game_id, move = _small_columns(chunk)
+        keep = np.zeros(game_id.size, bool)
+        if game_id.size:
+            starts = np.flatnonzero(np.concatenate(
+                ([True], (game_id[1:] != game_id[:-1]) | (move[1:] <= move[:-1]))))
+            lengths = np.diff(np.append(starts, game_id.size))
+            games = lengths >= options.min_moves
+            if seen is not None:
+                games &= seen.insert(_digests(game_id[starts]))
+            keep = np.repeat(games, lengths) & (move % options.sample_every == 0)
+        chunk.usable = int(keep.sum())
+        np.save(chunk.selection, keep.astype(np.uint8) * TRAIN, allow_pickle=False)
+        counter.advance(chunk.rows)
+
+
+# -- 3. window ------------------------------------------------------------------------------
+def _apply_window(chunks: list[_Chunk], window: WindowPolicy) -> None:
+    """Keep the newest W(N) usable rows: whole chunks from the newest back, then the newest
+    rows of one partly used chunk."""
+    total = sum(c.usable for c in chunks)
+    size = window.size(total)
+    if not 0 <= size <= total:
+        raise PlaystreamError(f"window {window!r} kept {size} of {total} rows",
+                              field="window")
+    left = size
+    for chunk in reversed(chunks):
+        chunk.used = min(chunk.usable, left)
+        left -= chunk.used
+        if 0 < chunk.used < chunk.usable:
+            codes = np.load(chunk.selection, allow_pickle=False)
+            drop = chunk.usable - chunk.used
+            codes[np.cumsum(codes != UNUSED) <= drop] = UNUSED
+            np.save(chunk.selection, codes, allow_pickle=False)
+
+
+# -- 4. plan --------------------------------------------------------------------------------
+def _plan_splits(chunks: list[_Chunk], val_fraction: float, counter: _Counter) -> None:
+    """Train or val for every used row, and the exact rows and games per side. After dedup
+    a game lies in one chunk only, so per-chunk distinct counts add up."""
+    for chunk in chunks:
+        if not chunk.used:
+            continue
+        game_id, _ = _small_columns(chunk)
+        codes = np.load(chunk.selection, allow_pickle=False)
+        used = codes != UNUSED
+        codes[used & val_side(game_id, val_fraction)] = VAL
+        np.save(chunk.selection, codes, allow_pickle=False)
+        for split, code in _CODES.items():
+            chunk.split_rows[split] = int((codes == code).sum())
+            chunk.split_games[split] = int(np.unique(game_id[codes == code]).size)
+        counter.advance(chunk.rows)
+
+
+# -- 5. write -------------------------------------------------------------------------------
+class _SplitSink:
+    """The rows of one split into ``train.npz``, or into shards of ``shard_rows`` rows
+    (``train-00000.npz``, ...). A split always gets at least one (possibly empty) file."""
+
+    def __init__(self, split: str, pub: Publication, config: DatasetConfig,
+                 options: CompactOptions, block_rows: int, extra: dict[str, Any]) -> None:
+        self.split = split
+        self._pub = pub
+        self._config = config
+        self._options = options
+        self._block_rows = block_rows
+        self._extra = extra
+        self._writer: NPZDatasetWriter | None = None
+        self._rows = 0  # in the open file
+        self.files: list[tuple[Path, int]] = []
+
+    def _open(self) -> NPZDatasetWriter:
+        shard = None if self._options.shard_rows is None else len(self.files)
+        return NPZDatasetWriter(self._pub.file_path(self.split, shard), self._config,
+                                dense_policy=self._options.dense_policy,
+                                compress=self._options.compress,
+                                extra_metadata=self._extra)
+
+    def write(self, batch: RowBatch) -> None:
+        """Append in pieces of at most one block (the dense policy of a piece is built in
+        memory) and never across a shard boundary."""
+        done = 0
+        limit = self._options.shard_rows
+        while done < len(batch):
+            if self._writer is None:
+                self._writer = self._open()
+            room = self._block_rows if limit is None else min(self._block_rows,
+                                                               limit - self._rows)
+            count = min(room, len(batch) - done)
+            self._writer.write(batch if count == len(batch)
+                               else batch.take(np.arange(done, done + count)))
+            done += count
+            self._rows += count
+            if self._rows == limit:
+                self._close_writer()
+
+    def _close_writer(self) -> None:
+        assert self._writer is not None
+        writer, self._writer = self._writer, None
+        writer.close()
+        self.files.append((writer.path, self._rows))
+        self._rows = 0
+
+    def close(self) -> None:
+        if self._writer is None and not self.files:
+            self._writer = self._open()
+        if self._writer is not None:
+            self._close_writer()
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.abort()
+            self._writer = None
+
+
+def _write(chunks: list[_Chunk], config: DatasetConfig, options: CompactOptions,
+           pub: Publication, quarantined: list[QuarantinedChunk],
+           counter: _Counter) -> list[OutputEntry]:
+    budget = options.memory_budget_bytes
+    row_bytes = max((c.row_bytes for c in chunks if c.used), default=1)
+    if options.dense_policy:
+        row_bytes += 4 * config.policy_size
+    block_rows = max(1, budget // BLOCK_FRACTION // row_bytes)
+    extra: dict[str, Any] = {}
+    if pub.single_file:
+        # The file carries its manifest; everything in it is known before the first row.
+        train_rows = sum(c.split_rows.get("train", 0) for c in chunks)
+        train_games = sum(c.split_games.get("train", 0) for c in chunks)
+        planned = [OutputEntry(pub.output.name, "train", train_rows, train_games, None, None)]
+        extra["manifest"] = build_manifest(config, options.to_manifest(),
+                                           [c.entry() for c in chunks], quarantined, planned,
+                                           {"train": train_games})
+    splits = SPLITS if options.val_fraction > 0 else SPLITS[:1]
+    sinks = {s: _SplitSink(s, pub, config, options, block_rows, extra) for s in splits}
+    try:
+        if options.shuffle:
+            _shuffled_write(chunks, config, sinks, options, pub.work_dir, block_rows, counter)
+        else:
+            for rows, codes in _selected_rows(chunks, block_rows, counter):
+                for split, part in _by_split(rows, codes):
+                    sinks[split].write(part)
+        for sink in sinks.values():
+            sink.close()
+    except BaseException:
+        for sink in sinks.values():
+            sink.abort()
+        raise
+    return [_describe_output(path, split, rows, pub)
+            for split, sink in sinks.items() for path, rows in sink.files]
+
+
+def _describe_output(path: Path, split: str, rows: int, pub: Publication) -> OutputEntry:
+    games = int(read_metadata(path)["games"])
+    name = pub.output.name if pub.single_file else path.name
+    return OutputEntry(name, split, rows, games, file_sha256(path), path.stat().st_size)
+
+
+def _selected_rows(chunks: list[_Chunk], block_rows: int, counter: _Counter
+                   ) -> Iterator[tuple[RowBatch, np.ndarray]]:
+    """The used rows in chunk order, in blocks, with their split codes. Each chunk is read
+    to its end, so its checksums are verified before anything derived from it is published."""
+    for chunk in chunks:
+        if not chunk.used:
+            continue
+        codes = np.load(chunk.selection, allow_pickle=False)
+        start = 0
+        for batch in iter_row_batches(chunk.path, block_rows):
+            part = codes[start:start + len(batch)]
+            start += len(batch)
+            picked = np.flatnonzero(part)
+            if picked.size:
+                yield (batch if picked.size == len(batch) else batch.take(picked)), part[picked]
+            counter.advance(len(batch))
+
+
+def _by_split(rows: RowBatch, codes: np.ndarray) -> Iterator[tuple[str, RowBatch]]:
+    for split, code in _CODES.items():
+        mine = np.flatnonzero(codes == code)
+        if mine.size:
+            yield split, rows if mine.size == len(rows) else rows.take(mine)
+
+
+class _Buckets:
+    """Bucket files of one split for the external shuffle. A bucket file is a sequence of
+    pieces: (rows, policy entries, game_id width) as three int64, then the raw bytes of each
+    array of a RowBatch in BATCH_ARRAYS order. Pieces are small when there are many buckets,
+    so they carry no per-array .npy header to parse: dtypes and shapes follow from the format
+    and the configuration."""
+
+    def __init__(self, folder: Path, count: int, config: DatasetConfig) -> None:
+        folder.mkdir()
+        self.paths = [folder / f"{b:06d}.bucket" for b in range(count)]
+        self._config = config
+
+    def scatter(self, rows: RowBatch, rng: np.random.Generator) -> None:
+        target = rng.integers(0, len(self.paths), size=len(rows))
+        order = np.argsort(target, kind="stable")
+        bounds = np.searchsorted(target[order], np.arange(len(self.paths) + 1))
+        for b in np.flatnonzero(np.diff(bounds)):
+            piece = rows.take(order[bounds[b]:bounds[b + 1]])
+            with open(self.paths[b], "ab") as fh:
+                fh.write(np.array([len(piece), piece.nnz, piece.game_id.dtype.itemsize // 4],
+                                  np.int64).tobytes())
+                for name in BATCH_ARRAYS:
+                    fh.write(np.ascontiguousarray(getattr(piece, name)).reshape(-1)
+                             .view(np.uint8).data)
+
+    def _piece_arrays(self, rows: int, nnz: int, width: int
+                      ) -> list[tuple[str, np.dtype, tuple[int, ...]]]:
+        out = []
+        for name in BATCH_ARRAYS:
+            shape = ((rows + 1,) if name == "policy_indptr"
+                     else (nnz,) if name in ("policy_indices", "policy_values")
+                     else (rows,) + row_shape(name, self._config))
+            out.append((name, game_id_dtype(width) if name == "game_id"
+                        else FIXED_DTYPES[name], shape))
+        return out
+
+    def load(self, b: int) -> RowBatch | None:
+        """The rows of bucket ``b``, in scatter order; the file is removed."""
+        path = self.paths[b]
+        if not path.exists():
+            return None
+        pieces = []
+        with open(path, "rb") as fh:
+            while head := fh.read(24):
+                layout = self._piece_arrays(*(int(v) for v in np.frombuffer(head, np.int64)))
+                size = sum(math.prod(shape) * dtype.itemsize for _, dtype, shape in layout)
+                data = fh.read(size)
+                if len(head) != 24 or len(data) != size:
+                    raise DatasetError("shuffle bucket ends in the middle of a piece",
+                                       path=str(path), check="readable")
+                arrays, offset = {}, 0
+                for name, dtype, shape in layout:
+                    count = math.prod(shape)
+                    arrays[name] = np.frombuffer(data, dtype, count, offset).reshape(shape)
+                    offset += count * dtype.itemsize
+                pieces.append(RowBatch(**arrays))
+        path.unlink()
+        return pieces[0] if len(pieces) == 1 else RowBatch.concat(pieces)
+
+
+def _shuffled_write(chunks: list[_Chunk], config: DatasetConfig,
+                    sinks: dict[str, _SplitSink], options: CompactOptions, work: Path,
+                    block_rows: int, counter: _Counter) -> None:
+    """Scatter every used row to a random bucket of its split, then permute each bucket in
+    memory. Buckets are sized so that one fits a quarter of the budget; the result depends
+    only on the seed, the data and the budget."""
+    rng = np.random.default_rng(options.seed)
+    bucket_bytes = options.memory_budget_bytes // BUCKET_FRACTION
+    buckets = {}
+    for split in sinks:
+        split_bytes = sum(c.split_rows.get(split, 0) * c.row_bytes for c in chunks)
+        buckets[split] = _Buckets(work / f"buckets-{split}",
+                                  max(1, math.ceil(split_bytes / bucket_bytes)), config)
+    for rows, codes in _selected_rows(chunks, block_rows, counter):
+        for split, part in _by_split(rows, codes):
+            buckets[split].scatter(part, rng)
+    for split, split_buckets in buckets.items():
+        for b in range(len(split_buckets.paths)):
+            counter.advance(_merge_bucket(split_buckets, b, sinks[split], rng))
+
+
+def _merge_bucket(buckets: _Buckets, b: int, sink: _SplitSink,
+                  rng: np.random.Generator) -> int:
+    """Write bucket ``b`` in a random order; returns its rows. A function of its own so that
+    the bucket is freed before the next one is loaded."""
+    rows = buckets.load(b)
+    if rows is None:
+        return 0
+    sink.write(rows.take(rng.permutation(len(rows))))
+    return len(rows)

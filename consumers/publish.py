@@ -1,0 +1,304 @@
+"""Publishing a dataset all-or-nothing, and the manifest that says what it was made of.
+
+Readers must never see a half-written dataset, and a failed run must leave the previous one
+exactly as it was. So everything is written into a private staging folder and appears only by
+renames: a single ``.npz`` output is replaced with ``os.replace``; a dataset directory gets a
+new version folder ``<UTC time>-<n>`` and the ``current`` symlink is swapped atomically to it
+(KataGo's shuffled-data directories, with a symlink instead of "pick the newest folder").
+A non-blocking ``flock`` keeps two finalizers from publishing to the same output.
+
+The manifest is the read-side commit point: it lists every chunk considered (with its sha256,
+so retention can prove a chunk was published before deleting it) and every output file.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import shutil
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, NamedTuple
+
+from playstream.dataset import DatasetConfig
+from playstream.dataset.writer import fsync_dir
+from playstream.errors import DatasetError, PlaystreamError
+
+MANIFEST_FORMAT = "playstream-manifest"
+MANIFEST_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+CURRENT = "current"
+MAX_MANIFEST_BYTES = 256 << 20
+SPLITS = ("train", "val")
+_VERSION_DIR = re.compile(r"^[0-9]{8}T[0-9]{6}Z-(?P<n>[0-9]{1,12})$")
+_TMP_PREFIX = ".tmp-"
+
+
+@dataclass(frozen=True)
+class ChunkEntry:
+    """One chunk the run considered; ``rows_used`` is 0 when the window or dedup left none."""
+
+    file: str
+    config_key: str
+    stream: str
+    first: int
+    last: int
+    rows: int
+    rows_used: int
+    sha256: str
+
+
+class QuarantinedChunk(NamedTuple):
+    """A chunk that failed a check: where it lies now (in the store's quarantine) and why."""
+
+    path: Path
+    reason: str
+
+
+@dataclass(frozen=True)
+class OutputEntry:
+    """One published file; ``sha256`` is None only in the copy of the manifest embedded in
+    that very file (a file cannot contain its own digest)."""
+
+    file: str
+    split: str
+    rows: int
+    games: int
+    sha256: str | None
+    bytes: int | None
+
+
+def build_manifest(config: DatasetConfig, options: dict[str, Any], chunks: list[ChunkEntry],
+                   quarantined: list[QuarantinedChunk], outputs: list[OutputEntry],
+                   games: dict[str, int]) -> dict[str, Any]:
+    """``games`` holds the distinct games per split (a shuffled game spreads over shards, so
+    the per-file counts do not add up to it)."""
+    rows = {s: sum(o.rows for o in outputs if o.split == s) for s in SPLITS}
+    return {
+        "format": MANIFEST_FORMAT,
+        "version": MANIFEST_VERSION,
+        "config_key": config.key(),
+        "config": config.to_metadata(),
+        "options": options,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "chunks": [asdict(c) for c in chunks],
+        "quarantined": [{"file": q.path.name, "reason": q.reason, "moved_to": str(q.path)}
+                        for q in quarantined],
+        "outputs": [asdict(o) for o in outputs],
+        "totals": {
+            "rows": rows["train"] + rows["val"],
+            "train_rows": rows["train"],
+            "val_rows": rows["val"],
+            "games": games.get("train", 0) + games.get("val", 0),
+            "train_games": games.get("train", 0),
+            "val_games": games.get("val", 0),
+            "chunks": len(chunks),
+            "chunks_used": sum(1 for c in chunks if c.rows_used),
+            "quarantined": len(quarantined),
+            "bytes": sum(o.bytes or 0 for o in outputs),
+        },
+    }
+
+
+def is_single_file(output: Path) -> bool:
+    return output.suffix == ".npz"
+
+
+def manifest_sidecar(output: Path) -> Path:
+    """Where a single-file dataset's manifest lives."""
+    return output.with_name(output.name + ".manifest.json")
+
+
+class Publication:
+    """One attempt to publish at ``output``: the lock, the staging folder, the commit.
+
+    Use as a context manager; leaving the block without ``commit`` (an exception, a full disk)
+    removes the staging folder and leaves whatever was published before untouched.
+    """
+
+    def __init__(self, output: Path, *, keep_versions: int) -> None:
+        self.output = Path(output)
+        self.single_file = is_single_file(self.output)
+        self.keep_versions = keep_versions
+        self._parent = self.output.parent if self.single_file else self.output
+        self.lock_path = (self.output.with_name(self.output.name + ".lock") if self.single_file
+                          else self.output / ".lock")
+        self._tmp_prefix = (f".{self.output.name}{_TMP_PREFIX}" if self.single_file
+                            else _TMP_PREFIX)
+        self.staging = self._parent / f"{self._tmp_prefix}{uuid.uuid4().hex}"
+        self._lock: IO[str] | None = None
+        self._committed = False
+
+    @property
+    def work_dir(self) -> Path:
+        """Scratch space on the output's file system (selection masks, shuffle buckets)."""
+        return self.staging / ".work"
+
+    def __enter__(self) -> Publication:
+        try:
+            self._parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise DatasetError(f"cannot create the output folder: {err.strerror}",
+                               path=str(self._parent), check="publish") from None
+        self._take_lock()
+        try:
+            self._sweep_staging()
+            self.work_dir.mkdir(parents=True)
+        except BaseException:
+            self._release_lock()
+            raise
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        try:
+            if not self._committed:
+                shutil.rmtree(self.staging, ignore_errors=True)
+        finally:
+            self._release_lock()
+
+    def _take_lock(self) -> None:
+        fh = open(self.lock_path, "a+")
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read(32).strip()
+            fh.close()
+            raise DatasetError(f"another finalizer is publishing to this output (lock "
+                               f"{self.lock_path} held by pid {holder or 'unknown'})",
+                               path=str(self.output), check="lock") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        self._lock = fh
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            fcntl.flock(self._lock.fileno(), fcntl.LOCK_UN)
+            self._lock.close()
+            self._lock = None
+
+    def _sweep_staging(self) -> None:
+        """Staging folders and link temps left by a crashed run (we hold the lock, so none
+        is in use)."""
+        for p in self._parent.iterdir():
+            if p.name.startswith(self._tmp_prefix) and p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            elif not self.single_file and p.name.startswith(f".{CURRENT}-") and p.is_symlink():
+                p.unlink()
+
+    def file_path(self, split: str, shard: int | None) -> Path:
+        """Where to write one output file inside the staging folder."""
+        if split not in SPLITS:
+            raise PlaystreamError(f"unknown split {split!r}", field="split")
+        if self.single_file:
+            if split != "train" or shard is not None:
+                raise PlaystreamError("a single .npz output holds one unsharded train split",
+                                      path=str(self.output), field="split")
+            return self.staging / self.output.name
+        return self.staging / (f"{split}.npz" if shard is None else f"{split}-{shard:05d}.npz")
+
+    def commit(self, manifest: dict[str, Any]) -> tuple[list[Path], Path]:
+        """Make the staged files visible at once; returns (published files, manifest path)."""
+        shutil.rmtree(self.work_dir)
+        files = [o["file"] for o in manifest["outputs"]]
+        if self.single_file:
+            result = self._commit_file(manifest)
+        else:
+            result = self._commit_version(manifest, files)
+        self._committed = True
+        return result
+
+    def _commit_file(self, manifest: dict[str, Any]) -> tuple[list[Path], Path]:
+        os.replace(self.staging / self.output.name, self.output)
+        fsync_dir(self._parent)
+        sidecar = manifest_sidecar(self.output)
+        staged = self.staging / sidecar.name
+        _write_json(staged, manifest)
+        os.replace(staged, sidecar)
+        fsync_dir(self._parent)
+        shutil.rmtree(self.staging)
+        return [self.output], sidecar
+
+    def _commit_version(self, manifest: dict[str, Any],
+                        files: list[str]) -> tuple[list[Path], Path]:
+        _write_json(self.staging / MANIFEST_NAME, manifest)
+        fsync_dir(self.staging)
+        versions = self._versions()
+        number = max(versions, default=0) + 1
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        version = self.output / f"{stamp}-{number}"
+        os.rename(self.staging, version)
+        link = self.output / f".{CURRENT}-{uuid.uuid4().hex}"
+        try:
+            os.symlink(version.name, link)
+            os.replace(link, self.output / CURRENT)
+        except BaseException:
+            link.unlink(missing_ok=True)
+            shutil.rmtree(version, ignore_errors=True)
+            raise
+        fsync_dir(self.output)
+        self._prune(versions, keep=self.keep_versions - 1)
+        return [version / f for f in files], version / MANIFEST_NAME
+
+    def _versions(self) -> dict[int, Path]:
+        found = {}
+        for p in self.output.iterdir():
+            m = _VERSION_DIR.match(p.name)
+            if m and p.is_dir() and not p.is_symlink():
+                found[int(m["n"])] = p
+        return found
+
+    def _prune(self, older: dict[int, Path], *, keep: int) -> None:
+        """Keep the ``keep`` newest of the versions before the one just published."""
+        for n in sorted(older)[:max(0, len(older) - keep)]:
+            shutil.rmtree(older[n])
+
+
+def _write_json(path: Path, value: dict[str, Any]) -> None:
+    with open(path, "w") as fh:
+        json.dump(value, fh, indent=2, sort_keys=True, allow_nan=False)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def read_manifest(output: str | os.PathLike[str]) -> dict[str, Any]:
+    """The manifest of what ``output`` currently publishes: a dataset directory (through its
+    ``current`` link), one version folder, or a single ``.npz`` file (its sidecar)."""
+    out = Path(output)
+    if is_single_file(out):
+        path = manifest_sidecar(out)
+    elif (out / CURRENT).is_symlink():
+        target = os.readlink(out / CURRENT)
+        if not _VERSION_DIR.match(target):
+            raise DatasetError(f"the {CURRENT!r} link points to {target[:80]!r}, not a version "
+                               f"folder", path=str(out), check="manifest")
+        path = out / target / MANIFEST_NAME
+    else:
+        path = out / MANIFEST_NAME
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_MANIFEST_BYTES + 1)
+    except OSError as err:
+        raise DatasetError(f"no manifest: {err.strerror}", path=str(path),
+                           check="manifest") from None
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise DatasetError(f"manifest is larger than {MAX_MANIFEST_BYTES} bytes",
+                           path=str(path), check="manifest")
+    try:
+        manifest = json.loads(raw)
+    except ValueError as err:
+        raise DatasetError(f"manifest is not valid JSON: {err}", path=str(path),
+                           check="manifest") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT \
+            or manifest.get("version") != MANIFEST_VERSION:
+        raise DatasetError(f"not a {MANIFEST_FORMAT} version {MANIFEST_VERSION} manifest",
+                           path=str(path), check="manifest")
+    return manifest
