@@ -31,9 +31,10 @@ Commands:
                              Picks free ports when --port is not given. A DIR that already holds
                              a formatted broker is reused (same data, cluster id and ports).
                              Prints the bootstrap address 127.0.0.1:PORT as the last stdout line.
-  stop --dir DIR             SIGTERM the broker recorded in DIR/broker.pid, SIGKILL after
-                             ${STOP_TIMEOUT}s. Does nothing if it is not running.
-  restart --dir DIR          stop, then start again on the same ports with the same data.
+  stop --dir DIR [--kill]    SIGTERM the broker recorded in DIR/broker.pid, SIGKILL after
+                             ${STOP_TIMEOUT}s (--kill: SIGKILL at once, an unclean shutdown).
+                             Does nothing if it is not running.
+  restart --dir DIR [--kill] stop, then start again on the same ports with the same data.
   status --dir DIR           Exit 0 and print the bootstrap if the broker in DIR is running, else exit 1.
   perf --bootstrap B --topic T --record-size S --num-records N [-- EXTRA_ARGS...]
                              Run org.apache.kafka.tools.ProducerPerformance (acks=all,
@@ -67,17 +68,21 @@ fetch_one() {   # fetch_one DEST [-Ptools]
     tmp="$dest.tmp.$$"
     rm -rf "$tmp"
     log "resolving Kafka $KAFKA_VERSION jars${profile:+ ($profile)} into $dest ..."
+    # output kept in a log and shown only on failure (Maven 3.8 -q still prints stray ANSI resets)
     # shellcheck disable=SC2086
-    "$MVN" -B -q -f "$POM" $profile dependency:copy-dependencies -Dkafka.libs.dir="$tmp" >&2 \
-      || { rm -rf "$tmp"; die "mvn dependency:copy-dependencies failed"; }
+    "$MVN" -B -q -Dstyle.color=never -f "$POM" $profile dependency:copy-dependencies \
+      -Dkafka.libs.dir="$tmp" >"$KAFKA_HOME/fetch.log" 2>&1 \
+      || { cat "$KAFKA_HOME/fetch.log" >&2; rm -rf "$tmp"; die "mvn dependency:copy-dependencies failed"; }
     ls "$tmp"/kafka_2.13-"$KAFKA_VERSION".jar >/dev/null 2>&1 || { rm -rf "$tmp"; die "kafka_2.13 jar missing after fetch"; }
-    local bindings
-    bindings=$(cd "$tmp" && ls | grep -Ec '^(log4j-slf4j2?-impl|slf4j-(simple|nop|reload4j|log4j12|jdk14)|logback-classic)-' || true)
+    local bindings jars
+    bindings=$(find "$tmp" -maxdepth 1 -regextype egrep \
+      -regex '.*/(log4j-slf4j2?-impl|slf4j-(simple|nop|reload4j|log4j12|jdk14)|logback-classic)-[^/]*\.jar' | wc -l)
     [[ $bindings == 1 ]] || { rm -rf "$tmp"; die "expected exactly one SLF4J binding in $tmp, found $bindings"; }
     rm -rf "$dest"
     mv "$tmp" "$dest"
     echo "$want" > "$marker"
-    log "fetched $(ls "$dest" | grep -c '\.jar$') jars into $dest"
+    jars=$(find "$dest" -maxdepth 1 -name '*.jar' | wc -l)
+    log "fetched $jars jars into $dest"
   ) 9>"$KAFKA_HOME/.fetch.lock"
 }
 
@@ -118,13 +123,22 @@ while True:
 
 abs_dir() { mkdir -p "$1" && (cd "$1" && pwd); }
 
+# True while PID exists and is not a zombie (a zombie would keep `kill -0` succeeding forever
+# where nothing reaps it, e.g. a container without an init process).
+is_alive() {
+  local state
+  kill -0 "$1" 2>/dev/null || return 1
+  state=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)
+  [[ $state != Z ]]
+}
+
 # Prints the pid if DIR/broker.pid names a live Kafka process started for DIR.
 running_pid() {
   local dir=$1 pid
   [[ -f $dir/broker.pid ]] || return 1
   pid=$(cat "$dir/broker.pid")
   [[ $pid =~ ^[0-9]+$ ]] || return 1
-  kill -0 "$pid" 2>/dev/null || return 1
+  is_alive "$pid" || return 1
   # guard against a recycled pid: the process must be our broker for this DIR
   tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "kafka.Kafka $dir/server.properties" || return 1
   echo "$pid"
@@ -176,7 +190,8 @@ launch_and_wait() {   # DIR -> 0 when ready; 1 (broker killed) on failure
   [[ -f $dir/broker.log ]] && mv -f "$dir/broker.log" "$dir/broker.log.prev"
   # setsid: own session, so signals to the caller's process group do not hit the broker;
   # all fds redirected, so callers capturing our stdout do not wait for the broker.
-  # shellcheck disable=SC2086
+  # (SC2086: the option strings are meant to split; SC2016: $$ and $1 expand in the child shell)
+  # shellcheck disable=SC2086,SC2016
   setsid bash -c 'echo $$ >"$1/broker.pid"; shift; exec "$@"' _ "$dir" \
     java $HEAP_OPTS $JVM_OPTS -Dlog4j2.configurationFile="$LOG4J_CONF" \
     -Dkafka.logs.dir="$dir" -cp "$LIBS/*" kafka.Kafka "$dir/server.properties" \
@@ -219,7 +234,7 @@ cmd_start() {
   fi
   fetch_one "$LIBS"
 
-  local formatted=0 cport="" auto_port=0 attempt
+  local formatted=0 cport="" auto_port=0
   [[ -f $dir/data/meta.properties && -f $dir/ports ]] && formatted=1
   if [[ $formatted == 1 ]]; then
     local old_port
@@ -228,7 +243,7 @@ cmd_start() {
     log "reusing formatted broker state in $dir (port $port, controller port $cport)"
   fi
 
-  for attempt in 1 2 3; do
+  for _ in 1 2 3; do
     if [[ -z $port ]]; then
       auto_port=1
       read -r port cport < <(free_ports)
@@ -268,10 +283,11 @@ cmd_start() {
 
 # ---------------------------------------------------------------------------------------- stop
 cmd_stop() {
-  local dir=""
+  local dir="" hard=0
   while [[ $# -gt 0 ]]; do
     case $1 in
       --dir) dir=${2:?--dir needs a value}; shift ;;
+      --kill) hard=1 ;;
       *) die "stop: unknown argument '$1'" ;;
     esac
     shift
@@ -285,31 +301,36 @@ cmd_stop() {
     log "no broker running for $dir"
     return 0
   fi
-  log "stopping broker pid $pid (SIGTERM)"
-  kill -TERM "$pid" 2>/dev/null || true
-  local deadline=$((SECONDS + STOP_TIMEOUT))
-  while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
-  if kill -0 "$pid" 2>/dev/null; then
-    log "still alive after ${STOP_TIMEOUT}s, sending SIGKILL"
+  if [[ $hard == 1 ]]; then
+    log "killing broker pid $pid (SIGKILL, unclean shutdown)"
+  else
+    log "stopping broker pid $pid (SIGTERM)"
+    kill -TERM "$pid" 2>/dev/null || true
+    local deadline=$((SECONDS + STOP_TIMEOUT))
+    while is_alive "$pid" && ((SECONDS < deadline)); do sleep 0.2; done
+    is_alive "$pid" && log "still alive after ${STOP_TIMEOUT}s, sending SIGKILL"
+  fi
+  if is_alive "$pid"; then
     kill -KILL "$pid" 2>/dev/null || true
-    while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+    while is_alive "$pid"; do sleep 0.1; done
   fi
   rm -f "$dir/broker.pid"
   log "stopped"
 }
 
 cmd_restart() {
-  local dir=""
+  local dir="" stop_args=()
   while [[ $# -gt 0 ]]; do
     case $1 in
       --dir) dir=${2:?--dir needs a value}; shift ;;
+      --kill) stop_args=(--kill) ;;
       *) die "restart: unknown argument '$1'" ;;
     esac
     shift
   done
   [[ -n $dir ]] || die "restart: --dir DIR is required"
   [[ -f $dir/ports && -f $dir/data/meta.properties ]] || die "restart: $dir holds no formatted broker (run start first)"
-  cmd_stop --dir "$dir"
+  cmd_stop --dir "$dir" "${stop_args[@]}"
   cmd_start --dir "$dir"
 }
 
@@ -343,11 +364,13 @@ cmd_perf() {
   done
   [[ -n $bootstrap && -n $topic && -n $size && -n $num ]] \
     || die "perf: --bootstrap, --topic, --record-size and --num-records are required"
-  fetch_one "$LIBS"
   fetch_one "$TOOLS_LIBS" -Ptools
-  run_java "$TOOLS_LIBS" org.apache.kafka.tools.ProducerPerformance \
+  # full JIT and the heap kafka-producer-perf-test.sh uses (run_java limits both for short tools)
+  # shellcheck disable=SC2086
+  java -Xmx512m $JVM_OPTS -Dlog4j2.configurationFile="$LOG4J_CONF" -cp "$TOOLS_LIBS/*" \
+    org.apache.kafka.tools.ProducerPerformance \
     --topic "$topic" --num-records "$num" --record-size "$size" --throughput -1 \
-    --bootstrap-server "$bootstrap" --producer-props acks=all "$@"
+    --bootstrap-server "$bootstrap" --command-property acks=all "$@"
 }
 
 # ---------------------------------------------------------------------------------------- main

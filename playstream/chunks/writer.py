@@ -12,7 +12,7 @@ import hashlib
 import os
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from typing import Any, Callable
 
@@ -22,6 +22,10 @@ from playstream.dataset import DatasetConfig, NPZDatasetWriter, RowBatch, read_m
 from playstream.errors import ChunkError
 
 MAX_SKIPPED_LISTED = 1000
+
+
+def batch_nbytes(batch: RowBatch) -> int:
+    return sum(getattr(batch, f.name).nbytes for f in fields(batch))
 
 
 def file_sha256(path: os.PathLike[str] | str) -> str:
@@ -40,6 +44,7 @@ class _OpenPart:
     batches: list[RowBatch] = field(default_factory=list)
     games: list[str] = field(default_factory=list)
     rows: int = 0
+    nbytes: int = 0
 
 
 @dataclass
@@ -59,14 +64,16 @@ class ChunkWriter:
     different encoders on one stream apart: each has its own lock and its own progress.
 
     ``add`` takes the rows of one record at its stream position; positions must increase.
-    Chunks seal when the open rows reach ``max_rows``, when the open chunk is older than
+    Open rows are held in memory, so chunks seal when they reach ``max_rows`` rows or
+    ``max_bytes`` bytes (the writer's memory bound), when the open chunk is older than
     ``max_age_s`` (checked on ``add`` and ``tick``), and on ``finalize``. ``always`` names
     configurations that get a chunk for every range even without rows, so that progress
     through a file of only skipped records is recorded too.
     """
 
     def __init__(self, store: ChunkStore, stream: str, scope: str, *, max_rows: int = 10_000,
-                 max_age_s: float | None = None, lock_timeout: float = 0.0,
+                 max_bytes: int = 64 << 20, max_age_s: float | None = None,
+                 lock_timeout: float = 0.0,
                  source: dict[str, Any] | None = None,
                  always: tuple[DatasetConfig, ...] = (),
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -76,6 +83,7 @@ class ChunkWriter:
         self.stream = validate_stream_id(stream)
         self.scope = scope
         self.max_rows = max_rows
+        self.max_bytes = max_bytes
         self.max_age_s = max_age_s
         self.source = dict(source or {})
         self.always = always
@@ -155,6 +163,7 @@ class ChunkWriter:
                                  stream=self.stream)
             part.batches.append(rows)
             part.rows += len(rows)
+            part.nbytes += batch_nbytes(rows)
             if game_id is not None:
                 part.games.append(game_id)
         elif skipped is not None:
@@ -165,7 +174,8 @@ class ChunkWriter:
         if rec is not None:
             if position >= rec.last:
                 sealed += self._seal()
-        elif self.open_rows >= self.max_rows or self._too_old():
+        elif (self.open_rows >= self.max_rows or self._too_old()
+              or sum(p.nbytes for p in self._parts.values()) >= self.max_bytes):
             sealed += self._seal()
         return sealed
 

@@ -156,7 +156,8 @@ def export_cmd(dbs: tuple[Path, ...], jsonls: tuple[Path, ...], discovery: Path 
             break
         writer = ChunkWriter(store, file_stream_id(src), encoder_scope(feature_version,
                                                                        history_length),
-                             max_rows=chunk_rows, always=(config,),
+                             max_rows=chunk_rows, max_bytes=(memory_mb << 20) // 4,
+                             always=(config,),
                              source={"kind": "file", "file": str(src.resolve())})
         exporter = IncrementalExporter(writer, feature_version=feature_version,
                                        history_length=history_length,
