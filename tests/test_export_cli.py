@@ -239,3 +239,19 @@ def test_mixed_configurations_are_refused(tmp_path: Path, games) -> None:
                "--no-progress", check=False)
     assert proc.returncode == 1
     assert "v1" in proc.stderr and "v2" in proc.stderr
+
+
+def test_discovery_follows_the_naming_convention(tmp_path: Path, games) -> None:
+    jsonl, db, records = games
+    root = tmp_path / "nodes"
+    (root / "node1").mkdir(parents=True)
+    (root / ".hidden").mkdir()
+    (root / "node1" / "square8_2p_a.db").write_bytes(db.read_bytes())
+    (root / "node1" / "mixed.jsonl").write_text(jsonl.read_text())
+    (root / "hex8_3p_b.db").write_bytes(b"never opened: its tag names another configuration")
+    (root / ".hidden" / "square8_2p.db").write_bytes(b"never opened: hidden folder")
+    out = tmp_path / "d.npz"
+    proc = run("export", "--use-discovery", root, "--board-type", "square8", "--num-players",
+               "2", "--output", out, "--no-progress")
+    assert "games=37" in proc.stdout
+    assert dataset_keys(out) == expected_keys(records)

@@ -20,7 +20,7 @@ from playstream.gamefiles import open_game_source
 from playstream.incremental import IncrementalExporter, RecordFilter
 from playstream.records import GameRecord
 
-CONFIG_TAG = re.compile(r"(?P<board>square8|square19|hex8|hexagonal)_(?P<players>[234])p")
+CONFIG_TAG = re.compile(r"(?:^|[^a-z0-9])(?P<board>[a-z][a-z0-9]*)_(?P<players>[234])p(?:[^a-z0-9]|$)")
 
 
 def discover_game_files(root: Path, board_type: str, num_players: int) -> list[Path]:
@@ -107,7 +107,7 @@ def compaction_options(fn):  # type: ignore[no-untyped-def]
 @click.option("--use-discovery", "discovery", type=click.Path(path_type=Path), default=None,
               help="Find game files under this folder (see README, 'Discovery').")
 @click.option("--board-type", required=True,
-              type=click.Choice(["square8", "square19", "hex8", "hexagonal"]))
+              help="A board of the game (connect: square8, square19, hex8, hexagonal).")
 @click.option("--num-players", required=True, type=click.IntRange(2, 4))
 @click.option("--game", "game_name", default="connect", show_default=True,
               help="Registered game (entry point group playstream.games).")

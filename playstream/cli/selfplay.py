@@ -8,13 +8,13 @@ import click
 from playstream.cli.common import Summary, progress, reports_errors
 from playstream.errors import GameFileError
 from playstream.gamefiles import GameDatabase, JsonlWriter
+from playstream.games import get_game
 from playstream.selfplay import AGENTS, generate_records
-
-BOARD_TYPES = ("square8", "square19", "hex8", "hexagonal")
 
 
 @click.command("selfplay")
-@click.option("--board-type", required=True, type=click.Choice(BOARD_TYPES))
+@click.option("--board-type", required=True,
+              help="A board of the game (connect: square8, square19, hex8, hexagonal).")
 @click.option("--num-players", required=True, type=click.IntRange(2, 4))
 @click.option("--games", "count", required=True, type=click.IntRange(1, None),
               help="Number of games to play.")
@@ -32,6 +32,7 @@ def selfplay_cmd(board_type: str, num_players: int, count: int, agent: str, simu
     """Play self-play games and append them to a JSONL file or SQLite game database."""
     if output.suffix not in (".jsonl", ".db"):
         raise GameFileError("output must end in .jsonl or .db", file=str(output))
+    get_game(game_name).geometry(board_type)  # an unknown game or board fails before any file
     sink = JsonlWriter(output) if output.suffix == ".jsonl" else GameDatabase(output)
     summary = Summary("selfplay")
     with sink, progress(count, "selfplay", "game") as bar:
