@@ -33,3 +33,10 @@ def configure(level: str = "warning") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
+    # Kafka clients log every refused connection while a broker is down; keep them quiet
+    # unless asked, and in the same JSON form.
+    for name in ("kafka", "aiokafka", "faust", "mode"):
+        client = logging.getLogger(name)
+        client.handlers[:] = [handler]
+        client.setLevel(max(logging.ERROR, root.level))
+        client.propagate = False

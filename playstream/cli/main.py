@@ -7,6 +7,7 @@ from playstream import logs
 from playstream.cli.datasets import inspect_cmd, validate_cmd
 from playstream.cli.export import compact_cmd, export_cmd
 from playstream.cli.gamefiles import state_pool_cmd, to_jsonl_cmd
+from playstream.cli.publish import publish_cmd
 from playstream.cli.selfplay import selfplay_cmd
 
 
@@ -20,6 +21,6 @@ def main(log_level: str) -> None:
     logs.configure(log_level)
 
 
-for command in (selfplay_cmd, export_cmd, compact_cmd, validate_cmd, inspect_cmd, to_jsonl_cmd,
-                state_pool_cmd):
+for command in (selfplay_cmd, publish_cmd, export_cmd, compact_cmd, validate_cmd, inspect_cmd,
+                to_jsonl_cmd, state_pool_cmd):
     main.add_command(command)

@@ -1,44 +1,72 @@
-"""`playstream selfplay`: play games and store them in a JSONL file or a game database."""
+"""`playstream selfplay`: play games into a JSONL file, a game database, or a Kafka topic."""
 from __future__ import annotations
 
+import signal
 from pathlib import Path
+from types import FrameType
 
 import click
 
 from playstream.cli.common import Summary, progress, reports_errors
+from playstream.cli.publish import run_selfplay_worker, selfplay_worker_options
 from playstream.errors import GameFileError
 from playstream.gamefiles import GameDatabase, JsonlWriter
 from playstream.games import get_game
 from playstream.selfplay import AGENTS, generate_records
 
 
+def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # a --forever worker stops cleanly on SIGTERM, as on Ctrl-C
+
+
 @click.command("selfplay")
 @click.option("--board-type", required=True,
               help="A board of the game (connect: square8, square19, hex8, hexagonal).")
 @click.option("--num-players", required=True, type=click.IntRange(2, 4))
-@click.option("--games", "count", required=True, type=click.IntRange(1, None),
+@click.option("--games", "count", type=click.IntRange(1, None), default=None,
               help="Number of games to play.")
+@click.option("--forever", is_flag=True, help="Play until stopped (SIGTERM/Ctrl-C); Kafka only.")
 @click.option("--agent", type=click.Choice(AGENTS), default="random", show_default=True)
 @click.option("--simulations", type=click.IntRange(1, 100_000), default=64, show_default=True,
               help="MCTS simulations per move.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--worker", default="0", show_default=True,
+              help="Worker name on this node (part of game ids and the record's source).")
 @click.option("--game", "game_name", default="connect", show_default=True,
               help="Registered game (entry point group playstream.games).")
-@click.option("--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="A .jsonl file or a .db game database; games are appended.")
+@click.option("--progress/--no-progress", "show_progress", default=True)
+@selfplay_worker_options
 @reports_errors
-def selfplay_cmd(board_type: str, num_players: int, count: int, agent: str, simulations: int,
-                 seed: int, game_name: str, output: Path) -> None:
-    """Play self-play games and append them to a JSONL file or SQLite game database."""
+def selfplay_cmd(board_type: str, num_players: int, count: int | None, forever: bool,
+                 agent: str, simulations: int, seed: int, worker: str, game_name: str,
+                 output: Path | None, show_progress: bool, bootstrap: str | None, topic: str,
+                 partitions: int, spool_dir: Path) -> None:
+    """Play self-play games into a file (--output) or publish them to Kafka (--bootstrap)."""
+    if (output is None) == (bootstrap is None):
+        raise click.UsageError("give exactly one of --output FILE or --bootstrap HOST:PORT")
+    if forever == (count is not None):
+        raise click.UsageError("give exactly one of --games N or --forever")
+    if forever and bootstrap is None:
+        raise click.UsageError("--forever needs --bootstrap (a file would grow without end)")
+    get_game(game_name).geometry(board_type)  # an unknown game or board fails before any file
+    records = generate_records(game_name=game_name, board_type=board_type,
+                               num_players=num_players, agent=agent, seed=seed, count=count,
+                               simulations=simulations, worker=worker)
+    summary = Summary("selfplay")
+    if bootstrap is not None:
+        signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+        with progress(count, "selfplay", "game", enabled=show_progress) as bar:
+            run_selfplay_worker(bootstrap, topic, spool_dir, records, summary, bar,
+                                partitions=partitions)
+        return
+    assert output is not None
     if output.suffix not in (".jsonl", ".db"):
         raise GameFileError("output must end in .jsonl or .db", file=str(output))
-    get_game(game_name).geometry(board_type)  # an unknown game or board fails before any file
     sink = JsonlWriter(output) if output.suffix == ".jsonl" else GameDatabase(output)
-    summary = Summary("selfplay")
-    with sink, progress(count, "selfplay", "game") as bar:
-        for record in generate_records(game_name=game_name, board_type=board_type,
-                                       num_players=num_players, agent=agent, seed=seed,
-                                       count=count, simulations=simulations):
+    with sink, progress(count, "selfplay", "game", enabled=show_progress) as bar:
+        for record in records:
             sink.write(record)
             summary.count("games")
             summary.count("moves", len(record.moves))

@@ -1,0 +1,128 @@
+"""`playstream finalize`: the continuous finalizer (chunk announcements → published datasets).
+
+Runs until SIGTERM or SIGINT. A stop lets a publish in progress finish (publishing is
+all-or-nothing, so a second signal may abort it safely), then leaves the consumer group
+without committing what was not yet published.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from playstream.cli.common import Summary, reports_errors
+from playstream.cli.export import _compact_options, compaction_options
+from playstream.cli.stream import SIDE_TOPIC_PARTITIONS
+from playstream.consumers.service import DEFAULT_GROUP, CycleReport, FinalizerService
+from playstream.errors import PlaystreamError
+from playstream.producers.topics import DEFAULT_CHUNKS_TOPIC, ensure_topics
+
+_DURATION = re.compile(r"^(?P<value>[0-9]{1,9}(?:\.[0-9]{1,6})?)(?P<unit>[smhd])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_DURATION_S = 10 * 365 * 86400
+
+
+class Duration(click.ParamType):
+    """``60s``, ``5m``, ``2h``, ``7d`` (a number and one unit) as seconds."""
+
+    name = "duration"
+
+    def __init__(self, *, allow_zero: bool = False) -> None:
+        self.allow_zero = allow_zero
+
+    def convert(self, value: object, param: click.Parameter | None,
+                ctx: click.Context | None) -> float:
+        if isinstance(value, float):
+            return value
+        text = str(value).strip().lower()
+        m = _DURATION.match(text) if len(text) <= 20 else None
+        if m is None:
+            self.fail(f"{str(value)[:40]!r} is not a duration: give a number and a unit, "
+                      "s, m, h or d (60s, 5m, 2h, 7d)", param, ctx)
+        seconds = float(m["value"]) * _UNIT_SECONDS[m["unit"]]
+        if seconds > MAX_DURATION_S or (seconds == 0 and not self.allow_zero):
+            self.fail(f"{value} is out of range: at most 10 years"
+                      + ("" if self.allow_zero else ", and more than 0"), param, ctx)
+        return seconds
+
+
+def _summarise(report: CycleReport) -> Summary:
+    summary = Summary("finalize")
+    summary.count("announcements", report.accepted)
+    summary.count("ignored_announcements", report.ignored)
+    summary.count("datasets", len(report.published))
+    summary.count("rows", sum(r.rows for r in report.published.values()))
+    summary.count("chunks_deleted", len(report.deleted))
+    for result in report.published.values():
+        summary.outputs.extend(result.outputs)
+    for key, error in report.failed.items():
+        summary.skip(f"{key}: {error}")
+    return summary
+
+
+def _run_until_signalled(service: FinalizerService) -> None:
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt  # a second signal aborts a publish in progress
+        stop.set()
+
+    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        service.run(stop)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+@click.command("finalize")
+@click.option("--bootstrap", required=True, help="Kafka bootstrap server HOST:PORT.")
+@click.option("--chunks", "chunk_dir", required=True,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="The chunk store the stream processors seal chunks into.")
+@click.option("--output", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Datasets folder: one dataset directory per configuration key.")
+@click.option("--every", "every_s", type=Duration(), default="60s", show_default=True,
+              help="How often configurations with new chunks are republished.")
+@click.option("--chunks-topic", default=DEFAULT_CHUNKS_TOPIC, show_default=True)
+@click.option("--group", default=DEFAULT_GROUP, show_default=True,
+              help="Consumer group that holds the committed offsets.")
+@click.option("--once", is_flag=True,
+              help="Publish what the store and the topic hold now, then exit.")
+@click.option("--retain-after", "retain_s", type=Duration(allow_zero=True), default=None,
+              help="Delete chunks a published dataset holds once older than this (e.g. 7d); "
+                   "later datasets no longer include their rows. Default: keep every chunk.")
+@click.option("--keep-versions", type=click.IntRange(1, 1000), default=3, show_default=True,
+              help="Dataset versions kept per configuration (the current one included).")
+@compaction_options
+@reports_errors
+def finalize_cmd(bootstrap: str, chunk_dir: Path, output: Path, every_s: float,
+                 chunks_topic: str, group: str, once: bool, retain_s: float | None,
+                 keep_versions: int, window: str, shuffle: bool, seed: int,
+                 val_fraction: float, shard_rows: int | None, sample_every: int,
+                 min_moves: int, dense_policy: bool, memory_mb: int) -> None:
+    """Republish the datasets of configurations with new chunks, continuously."""
+    options = dataclasses.replace(
+        _compact_options(window, shuffle, seed, val_fraction, shard_rows, sample_every,
+                         min_moves, dense_policy, memory_mb),
+        keep_versions=keep_versions)
+    # Created here as `playstream stream` creates it, whichever starts first: a topic the
+    # broker auto-created would have the wrong settings and make the processors refuse it.
+    ensure_topics(bootstrap, {chunks_topic: SIDE_TOPIC_PARTITIONS})
+    with FinalizerService(bootstrap, chunks_topic=chunks_topic, store_dir=chunk_dir,
+                          output_dir=output, options=options, every_s=every_s, group=group,
+                          retention_s=retain_s) as service:
+        if not once:
+            _run_until_signalled(service)
+            return
+        report = service.run_once()
+    _summarise(report).echo()
+    if report.failed:
+        raise PlaystreamError(f"{len(report.failed)} configuration(s) could not be published: "
+                              f"{', '.join(sorted(report.failed))}")

@@ -1,0 +1,145 @@
+"""`playstream publish` (backfill a game file onto the games topic) and the Kafka side of
+`playstream selfplay --bootstrap` (the lead's command calls `run_selfplay_worker`)."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
+
+import click
+from tqdm import tqdm
+
+from playstream.cli.common import Summary, progress, reports_errors
+from playstream.errors import PlaystreamError, RecordError
+from playstream.gamefiles import open_game_source
+from playstream.producers.topics import DEFAULT_GAMES_PARTITIONS, DEFAULT_GAMES_TOPIC
+from playstream.records import GameRecord, parse_record
+
+if TYPE_CHECKING:
+    from playstream.producers.publisher import GamePublisher
+
+DEFAULT_WORKER_SPOOL = Path("playstream-spool")
+F = TypeVar("F", bound=Callable[..., Any])
+
+log = logging.getLogger("playstream.producers")
+
+
+def _open_publisher(bootstrap: str, topic: str, spool_dir: Path,
+                    partitions: int) -> GamePublisher:
+    """Imported here so that the rest of the CLI works without the optional kafka extra."""
+    try:
+        from playstream.producers.publisher import GamePublisher
+    except ImportError as err:
+        raise PlaystreamError(f"Kafka support is not installed ({err}): "
+                              "pip install 'playstream[kafka]'") from None
+    return GamePublisher(bootstrap, topic, spool_dir=spool_dir, partitions=partitions)
+
+
+def _close_and_check(publisher: GamePublisher, summary: Summary, timeout: float) -> None:
+    """Close the publisher, echo the summary with what the broker acknowledged, and fail
+    the command if any game is left in the spool (the next run on it sends them first)."""
+    left = publisher.close(timeout)
+    metrics = publisher.metrics()
+    summary.count("acknowledged", metrics.published)
+    if left:
+        summary.count("left_in_spool", left)
+    summary.echo()
+    if left:
+        raise PlaystreamError(f"the broker did not acknowledge {left} games within {timeout:g}s"
+                              f" (last error: {metrics.last_error}); they stay in the spool and "
+                              "are sent first by the next run with the same --spool",
+                              path=str(publisher.spool_dir))
+
+
+@click.command("publish")
+@click.option("--db", "db", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A SQLite game database to publish.")
+@click.option("--jsonl", "jsonl", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A JSONL game file to publish.")
+@click.option("--bootstrap", required=True, help="Kafka bootstrap server HOST:PORT.")
+@click.option("--topic", default=DEFAULT_GAMES_TOPIC, show_default=True)
+@click.option("--partitions", type=click.IntRange(1, 10_000), default=DEFAULT_GAMES_PARTITIONS,
+              show_default=True, help="Partitions of the topic if it has to be created.")
+@click.option("--spool", "spool_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Spool directory [default: the game file's path + '.spool'].")
+@click.option("--timeout", type=click.FloatRange(0, None), default=60.0, show_default=True,
+              help="Seconds to wait at the end for the broker to acknowledge every game.")
+@reports_errors
+def publish_cmd(db: Path | None, jsonl: Path | None, bootstrap: str, topic: str,
+                partitions: int, spool_dir: Path | None, timeout: float) -> None:
+    """Backfill: validate every game of a game file and publish the valid ones to Kafka.
+
+    Publishing a file again sends its games again (same key, same bytes); consumers
+    deduplicate by game_id.
+    """
+    sources = [p for p in (db, jsonl) if p is not None]
+    if len(sources) != 1:
+        raise click.UsageError("give exactly one of --db and --jsonl")
+    source = sources[0]
+    spool = spool_dir if spool_dir is not None else source.with_name(source.name + ".spool")
+    summary = Summary("publish")
+    items = open_game_source(source)
+    publisher = _open_publisher(bootstrap, topic, spool, partitions)
+    try:
+        with progress(None, "publish", "game") as bar:
+            for item in items:
+                bar.update(1)
+                error = item.error
+                if error is None:
+                    try:
+                        publisher.publish(parse_record(item.data, file=str(source),
+                                                       position=item.position))
+                        summary.count("published")
+                        continue
+                    except RecordError as err:
+                        error = err
+                _skip_invalid(summary, source, item.position, error)
+    except BaseException:
+        publisher.close(timeout)  # deliver what we can; the original error is reported
+        raise
+    _close_and_check(publisher, summary, timeout)
+
+
+def _skip_invalid(summary: Summary, source: Path, position: int, error: RecordError) -> None:
+    summary.skip(f"invalid {error.field}: {error.message}")
+    log.warning("invalid game not published",
+                extra={"file": str(source), "position": position, "game_id": error.game_id,
+                       "field": error.field, "error": error.message})
+
+
+def selfplay_worker_options(fn: F) -> F:
+    """The Kafka options of `playstream selfplay`; with --bootstrap the games go to the
+    topic (through the spool) instead of a file."""
+    fn = click.option("--spool", "spool_dir", type=click.Path(file_okay=False, path_type=Path),
+                      default=DEFAULT_WORKER_SPOOL, show_default=True,
+                      help="Spool directory of this worker (one per worker).")(fn)
+    fn = click.option("--partitions", type=click.IntRange(1, 10_000),
+                      default=DEFAULT_GAMES_PARTITIONS, show_default=True,
+                      help="Partitions of the topic if it has to be created.")(fn)
+    fn = click.option("--topic", default=DEFAULT_GAMES_TOPIC, show_default=True)(fn)
+    fn = click.option("--bootstrap", default=None,
+                      help="Kafka bootstrap server HOST:PORT: publish games to Kafka.")(fn)
+    return fn
+
+
+def run_selfplay_worker(bootstrap: str, topic: str, spool_dir: Path,
+                        records: Iterator[GameRecord], summary: Summary, bar: tqdm, *,
+                        partitions: int = DEFAULT_GAMES_PARTITIONS,
+                        timeout: float = 60.0) -> None:
+    """Publish every game ``records`` yields (forever if it never ends). On exit, including
+    Ctrl-C, waits up to ``timeout`` seconds for the broker and echoes ``summary``; raises
+    PlaystreamError (exit 1) naming the count left in the spool if the broker did not
+    acknowledge everything."""
+    publisher = _open_publisher(bootstrap, topic, spool_dir, partitions)
+    try:
+        for record in records:
+            publisher.publish(record)
+            summary.count("games")
+            summary.count("moves", len(record.moves))
+            bar.update(1)
+    except KeyboardInterrupt:
+        pass  # the way to stop a --forever worker: deliver what we can and report
+    except BaseException:
+        publisher.close(timeout)
+        raise
+    _close_and_check(publisher, summary, timeout)
