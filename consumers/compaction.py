@@ -50,7 +50,7 @@ MIN_MEMORY_BUDGET = 1 << 20
 # Row blocks read or written at once, and shuffle buckets, as fractions of the budget: a block
 # is held about three times over (read, selected, split), a bucket twice (loaded, permuted).
 BLOCK_FRACTION = 8
-BUCKET_FRACTION = 6
+BUCKET_FRACTION = 8
 # Per-row codes in the selection files of the work folder.
 UNUSED, TRAIN, VAL = 0, 1, 2
 _CODES = {"train": TRAIN, "val": VAL}
@@ -581,8 +581,8 @@ def _shuffled_write(chunks: list[_Chunk], config: DatasetConfig,
                     sinks: dict[str, _SplitSink], options: CompactOptions, work: Path,
                     block_rows: int, counter: _Counter) -> None:
     """Scatter every used row to a random bucket of its split, then permute each bucket in
-    memory. A bucket is a sixth of the budget, since it is held twice while permuted; the
-    result depends only on the seed, the data and the budget."""
+    memory. A bucket is an eighth of the budget: it is held twice while permuted, next to the
+    writer's fixed blocks; the result depends only on the seed, the data and the budget."""
     rng = np.random.default_rng(options.seed)
     bucket_bytes = options.memory_budget_bytes // BUCKET_FRACTION
     buckets = {}

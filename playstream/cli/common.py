@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import functools
+import re
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
@@ -63,8 +65,8 @@ class Summary:
     def count(self, key: str, n: int = 1) -> None:
         self.counts[key] = self.counts.get(key, 0) + n
 
-    def skip(self, reason: str) -> None:
-        self.skipped[reason] = self.skipped.get(reason, 0) + 1
+    def skip(self, reason: str, n: int = 1) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + n
 
     def lines(self) -> Iterator[str]:
         secs = time.monotonic() - self.started
@@ -83,3 +85,50 @@ class Summary:
     def echo(self) -> None:
         for line in self.lines():
             click.echo(line)
+
+
+_DURATION = re.compile(r"^(?P<value>[0-9]{1,9}(?:\.[0-9]{1,6})?)(?P<unit>ms|s|m|h|d)$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+MAX_DURATION_S = 10 * 365 * 86400
+
+
+class Duration(click.ParamType):
+    """``500ms``, ``60s``, ``5m``, ``2h``, ``7d`` (a number and one unit) as seconds."""
+
+    name = "duration"
+
+    def __init__(self, *, allow_zero: bool = False) -> None:
+        self.allow_zero = allow_zero
+
+    def convert(self, value: object, param: click.Parameter | None,
+                ctx: click.Context | None) -> float:
+        if isinstance(value, float):
+            return value
+        text = str(value).strip().lower()
+        m = _DURATION.match(text) if len(text) <= 20 else None
+        if m is None:
+            self.fail(f"{str(value)[:40]!r} is not a duration: give a number and a unit, "
+                      "ms, s, m, h or d (500ms, 60s, 5m, 2h, 7d)", param, ctx)
+        seconds = float(m["value"]) * _UNIT_SECONDS[m["unit"]]
+        if seconds > MAX_DURATION_S or (seconds == 0 and not self.allow_zero):
+            self.fail(f"{value} is out of range: at most 10 years"
+                      + ("" if self.allow_zero else ", and more than 0"), param, ctx)
+        return seconds
+
+
+class Timestamp(click.ParamType):
+    """An ISO 8601 time with a time zone (``2026-11-24T10:00:00+00:00``)."""
+
+    name = "timestamp"
+
+    def convert(self, value: object, param: click.Parameter | None,
+                ctx: click.Context | None) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        try:
+            when = datetime.fromisoformat(str(value))
+        except ValueError:
+            self.fail(f"{value!r} is not an ISO 8601 time", param, ctx)
+        if when.tzinfo is None:
+            self.fail(f"{value!r} has no time zone (add +00:00 or Z)", param, ctx)
+        return when

@@ -7,7 +7,6 @@ without committing what was not yet published.
 from __future__ import annotations
 
 import dataclasses
-import re
 import signal
 import threading
 from pathlib import Path
@@ -15,40 +14,13 @@ from types import FrameType
 
 import click
 
-from playstream.cli.common import Summary, reports_errors
+from playstream.cli.common import Duration, Summary, reports_errors
 from playstream.cli.export import _compact_options, compaction_options
 from playstream.cli.stream import SIDE_TOPIC_PARTITIONS
 from playstream.consumers.service import DEFAULT_GROUP, CycleReport, FinalizerService
 from playstream.errors import PlaystreamError
 from playstream.producers.topics import DEFAULT_CHUNKS_TOPIC, ensure_topics
 
-_DURATION = re.compile(r"^(?P<value>[0-9]{1,9}(?:\.[0-9]{1,6})?)(?P<unit>[smhd])$")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-MAX_DURATION_S = 10 * 365 * 86400
-
-
-class Duration(click.ParamType):
-    """``60s``, ``5m``, ``2h``, ``7d`` (a number and one unit) as seconds."""
-
-    name = "duration"
-
-    def __init__(self, *, allow_zero: bool = False) -> None:
-        self.allow_zero = allow_zero
-
-    def convert(self, value: object, param: click.Parameter | None,
-                ctx: click.Context | None) -> float:
-        if isinstance(value, float):
-            return value
-        text = str(value).strip().lower()
-        m = _DURATION.match(text) if len(text) <= 20 else None
-        if m is None:
-            self.fail(f"{str(value)[:40]!r} is not a duration: give a number and a unit, "
-                      "s, m, h or d (60s, 5m, 2h, 7d)", param, ctx)
-        seconds = float(m["value"]) * _UNIT_SECONDS[m["unit"]]
-        if seconds > MAX_DURATION_S or (seconds == 0 and not self.allow_zero):
-            self.fail(f"{value} is out of range: at most 10 years"
-                      + ("" if self.allow_zero else ", and more than 0"), param, ctx)
-        return seconds
 
 
 def _summarise(report: CycleReport) -> Summary:

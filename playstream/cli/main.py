@@ -5,10 +5,14 @@ import click
 
 from playstream import logs
 from playstream.cli.datasets import inspect_cmd, validate_cmd
+from playstream.cli.demo import demo_cmd
 from playstream.cli.export import compact_cmd, export_cmd
+from playstream.cli.finalize import finalize_cmd
 from playstream.cli.gamefiles import state_pool_cmd, to_jsonl_cmd
 from playstream.cli.publish import publish_cmd
+from playstream.cli.replay import replay_cmd
 from playstream.cli.selfplay import selfplay_cmd
+from playstream.cli.stream import stream_cmd
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -21,6 +25,7 @@ def main(log_level: str) -> None:
     logs.configure(log_level)
 
 
-for command in (selfplay_cmd, publish_cmd, export_cmd, compact_cmd, validate_cmd, inspect_cmd,
-                to_jsonl_cmd, state_pool_cmd):
+for command in (demo_cmd, selfplay_cmd, publish_cmd, stream_cmd, finalize_cmd, replay_cmd,
+                export_cmd, compact_cmd, validate_cmd, inspect_cmd, to_jsonl_cmd,
+                state_pool_cmd):
     main.add_command(command)
