@@ -10,7 +10,11 @@ revocation that nobody announced: the kernel drops the stream lock and the succe
 from the names, completing a half-sealed group first.
 
 The driver (`faust_app`, or any consumer loop) calls `assign` / `revoke` from its rebalance
-callbacks, `process` for every record, and `tick` now and then so quiet partitions seal.
+callbacks and must position its consumer at the offset `assign` returns before records of
+that partition flow; it calls `process` for every record, and `tick` now and then so quiet
+partitions seal. A record beyond the expected offset is taken (retention may have deleted
+the ones before it) but counted and logged as missing offsets: a driver whose consumer
+skipped ahead would otherwise lose records silently.
 """
 from __future__ import annotations
 
@@ -36,12 +40,14 @@ class ProcessorCounters:
     """What this processor did since it started. ``processed`` counts records at their
     first delivery to this owner (valid or not); ``redelivered`` the duplicates below the
     resume point; ``unowned`` records of partitions it does not hold (in flight across a
-    rebalance); ``rows`` and ``chunks`` what it sealed."""
+    rebalance); ``missing_offsets`` offsets that were never delivered (see `process`);
+    ``rows`` and ``chunks`` what it sealed."""
 
     processed: int = 0
     invalid: int = 0
     redelivered: int = 0
     unowned: int = 0
+    missing_offsets: int = 0
     rows: int = 0
     chunks: int = 0
 
@@ -59,7 +65,10 @@ class StreamProcessor:
     """Turns the records of the assigned partitions of ``topic`` into sealed chunks.
 
     ``dead_letter`` is called for every invalid record before any chunk covering its offset
-    can seal, so a dead letter is durable when the callback returns synchronously.
+    can seal, so a dead letter is durable when the callback returns synchronously (except
+    for a record that validates but that the encoder then refuses: its dead letter follows
+    the add, which may seal). Dead letters are at least once: an unsealed invalid record is
+    read and dead-lettered again by the next owner.
     ``announce`` is called after each seal. ``start_at(partition)`` gives a replay start
     (an offset for a ``--from`` time); records before it are never read.
     """
@@ -104,13 +113,13 @@ class StreamProcessor:
         if owned is not None:
             return owned.expected
         stream = topic_stream_id(self.topic, partition)
+        replay = self._start_at(partition) if self._start_at is not None else None
         writer = ChunkWriter(self.store, stream, self.scope, max_rows=self.max_rows,
                              max_age_s=self.max_age_s, lock_timeout=self.lock_timeout,
                              source={"kind": "kafka", "topic": self.topic,
                                      "partition": partition},
                              clock=self._clock)
         start = writer.next_position
-        replay = self._start_at(partition) if self._start_at is not None else None
         if replay is not None and replay > start:
             start = replay
         exporter = IncrementalExporter(writer, feature_version=self.feature_version,
@@ -129,11 +138,11 @@ class StreamProcessor:
             log.info("partition revoked", extra={"stream": owned.writer.stream,
                                                  "offset": owned.expected})
 
-    def process(self, partition: int, offset: int, payload: bytes,
+    def process(self, partition: int, offset: int, payload: bytes | None,
                 key: bytes | None = None) -> None:
         """Handle the record at (``partition``, ``offset``): rows into the open chunk, or a
-        dead letter. Raises only for store or dead-letter failures, after dropping the
-        partition (see `_drop`)."""
+        dead letter (also for a tombstone, ``payload`` None). Raises only for store or
+        dead-letter failures, after dropping the partition (see `_drop`)."""
         owned = self._owned.get(partition)
         if owned is None:
             self.counters.unowned += 1
@@ -141,6 +150,13 @@ class StreamProcessor:
         if offset < owned.expected:
             self.counters.redelivered += 1
             return
+        if offset > owned.expected:
+            # Deleted by retention, a transaction marker, or a consumer positioned wrongly:
+            # the chunk's range will include offsets whose records were never seen here.
+            self.counters.missing_offsets += offset - owned.expected
+            log.warning("offsets skipped: never delivered", extra={
+                "topic": self.topic, "partition": partition, "first": owned.expected,
+                "last": offset - 1})
         try:
             sealed = self._add(owned, partition, offset, payload, key)
         except Exception:
@@ -152,39 +168,50 @@ class StreamProcessor:
 
     def tick(self) -> None:
         """Seal the open chunks that reached ``max_age_s``, even on quiet partitions."""
-        for partition, owned in list(self._owned.items()):
-            try:
-                sealed = owned.writer.tick()
-            except Exception:
-                self._drop(partition)
-                raise
-            self._sealed(sealed)
+        self._seal_each(ChunkWriter.tick)
+
+    def finalize(self) -> None:
+        """Seal every open chunk now: the end of a bounded run (a replay) that has read all
+        it wanted. The live processor never calls it; it seals on size and age only."""
+        self._seal_each(ChunkWriter.finalize)
 
     def close(self) -> None:
         """Revoke everything (open chunks are discarded, locks released)."""
         for partition in list(self._owned):
             self.revoke(partition)
 
-    def _add(self, owned: _Owned, partition: int, offset: int, payload: bytes,
+    def _seal_each(self, seal: Callable[[ChunkWriter], list[SealedChunk]]) -> None:
+        for partition, owned in list(self._owned.items()):
+            try:
+                sealed = seal(owned.writer)
+            except Exception:
+                self._drop(partition)
+                raise
+            self._sealed(sealed)
+
+    def _add(self, owned: _Owned, partition: int, offset: int, payload: bytes | None,
              key: bytes | None) -> list[SealedChunk]:
         ctx: dict[str, Any] = {"topic": self.topic, "partition": partition, "offset": offset}
-        data: dict[str, Any] | None = None
-        error: RecordError | None = None
+        if payload is None:
+            return self._reject(owned, partition, offset, key, b"", RecordError(
+                "the message has no value (a tombstone)", field="record", **ctx), ctx)
+        # Validated here once before the exporter validates again (about 4% of the cost of
+        # a record), so that the dead letter goes out before the writer can seal this
+        # offset: a crash right after a seal never loses one.
         try:
             data = decode_msgpack(payload, **ctx)
             validate_record(data, **ctx)
         except RecordError as err:
-            error = err
-        # Validated here once before the exporter validates again (about 4% of the cost of
-        # a record): the dead letter is sent before the writer can seal this offset, so a
-        # crash right after a seal never loses one.
-        if error is not None:
-            self._send_dead_letter(partition, offset, key, payload, error)
-            return owned.exporter.add_game(offset, None, error, **ctx).sealed
+            return self._reject(owned, partition, offset, key, payload, err, ctx)
         result = owned.exporter.add_game(offset, data, **ctx)
         if result.invalid is not None:  # the encoder refused a valid record
             self._send_dead_letter(partition, offset, key, payload, result.invalid)
         return result.sealed
+
+    def _reject(self, owned: _Owned, partition: int, offset: int, key: bytes | None,
+                payload: bytes, error: RecordError, ctx: dict[str, Any]) -> list[SealedChunk]:
+        self._send_dead_letter(partition, offset, key, payload, error)
+        return owned.exporter.add_game(offset, None, error, **ctx).sealed
 
     def _drop(self, partition: int) -> None:
         """After a failure (store, dead-letter topic) the open chunk is in doubt: let the

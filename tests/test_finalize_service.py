@@ -347,7 +347,7 @@ def test_cli_runs_until_sigterm(kafka_bootstrap: str, topic_prefix: str, tmp_pat
 
 
 @pytest.mark.parametrize("flag, value, message", [
-    ("--every", "10", "'10' is not a duration: give a number and a unit, s, m, h or d"),
+    ("--every", "10", "'10' is not a duration: give a number and a unit, ms, s, m, h or d"),
     ("--every", "5 min", "'5 min' is not a duration"),
     ("--every", "0s", "0s is out of range: at most 10 years, and more than 0"),
     ("--retain-after", "11000d", "11000d is out of range: at most 10 years"),
