@@ -25,7 +25,7 @@ from types import TracebackType
 from typing import IO, Any, NamedTuple
 
 from playstream.dataset import DatasetConfig
-from playstream.dataset.writer import fsync_dir
+from playstream.durable import fsync_dir
 from playstream.errors import DatasetError, PlaystreamError
 
 MANIFEST_FORMAT = "playstream-manifest"

@@ -17,7 +17,7 @@ from typing import Any
 
 from playstream.dataset.config import key_scope
 from playstream.chunks import ChunkName, ChunkStore
-from playstream.dataset.writer import fsync_dir
+from playstream.durable import fsync_dir
 from playstream.chunks.writer import file_sha256
 from playstream.consumers.compaction import sealed_time
 from playstream.dataset import read_metadata

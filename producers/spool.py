@@ -24,6 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, Iterator
 
+from playstream.durable import fsync_dir
 from playstream.errors import PlaystreamError
 from playstream.records import MAX_RECORD_BYTES
 
@@ -51,14 +52,6 @@ def _crc(length_bytes: bytes, payload: bytes) -> int:
 
 def _frame(payload: bytes) -> bytes:
     return HEADER.pack(len(payload), _crc(struct.pack("<I", len(payload)), payload)) + payload
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass
@@ -185,7 +178,7 @@ class Spool:
         first = self.next_seq
         path = self.directory / f"{first:020d}.seg"
         path.touch(exist_ok=False)
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         self._segments.append(_Segment(first, path, 0, 0))
 
     def _reclaim_active(self) -> None:
@@ -260,7 +253,7 @@ class Spool:
             segment.path.unlink()
             self._segments.remove(segment)
         if doomed:
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
 
     # ------------------------------------------------------------------ ack file
     def _read_position(self) -> int:
@@ -283,7 +276,7 @@ class Spool:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.directory / ACK_FILE)
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
 
     # ------------------------------------------------------------------ recovery
     def _recover(self) -> list[_Segment]:
@@ -347,12 +340,17 @@ class Spool:
                                     f"range {first}..{expected}",
                                     file=str(self.directory / ACK_FILE))
 
-    def _read_frame(self, fh: BinaryIO, path: Path) -> bytes:
+    @staticmethod
+    def _read_header(fh: BinaryIO, path: Path) -> tuple[int, bytes]:
         offset = fh.tell()
         header = fh.read(HEADER.size)
         if len(header) != HEADER.size:
             raise SpoolCorruptError("segment shorter than its frames", file=str(path),
                                     offset=offset)
+        return offset, header
+
+    def _read_frame(self, fh: BinaryIO, path: Path) -> bytes:
+        offset, header = self._read_header(fh, path)
         length, crc = HEADER.unpack(header)
         payload = fh.read(length) if 0 < length <= self.max_payload else b""
         if not payload or len(payload) != length or _crc(header[:4], payload) != crc:
@@ -361,11 +359,7 @@ class Spool:
         return payload
 
     def _skip_frame(self, fh: BinaryIO, path: Path) -> None:
-        offset = fh.tell()
-        header = fh.read(HEADER.size)
-        if len(header) != HEADER.size:
-            raise SpoolCorruptError("segment shorter than its frames", file=str(path),
-                                    offset=offset)
+        _, header = self._read_header(fh, path)
         fh.seek(HEADER.unpack(header)[0], os.SEEK_CUR)
 
     # ------------------------------------------------------------------ lifetime

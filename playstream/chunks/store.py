@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import IO, Iterator
 
 from playstream.chunks.naming import ChunkName, validate_stream_id
-from playstream.dataset.writer import fsync_dir
+from playstream.durable import fsync_dir
 from playstream.errors import ChunkError
 
 _CONFIG_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")

@@ -17,7 +17,8 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from playstream.chunks.naming import ChunkName, validate_stream_id
-from playstream.chunks.store import ChunkStore, SealedChunk, StreamLock, fsync_dir
+from playstream.chunks.store import ChunkStore, SealedChunk, StreamLock
+from playstream.durable import fsync_dir
 from playstream.dataset import DatasetConfig, NPZDatasetWriter, RowBatch, read_metadata
 from playstream.errors import ChunkError
 

@@ -3,13 +3,12 @@ SIGTERM or SIGINT. Start several (same ``--group``) to share the partitions."""
 from __future__ import annotations
 
 import logging
-import re
 from datetime import datetime
 from pathlib import Path
 
 import click
 
-from playstream.cli.common import Summary, reports_errors
+from playstream.cli.common import Duration, Summary, Timestamp, reports_errors
 from playstream.encoders.versions import FEATURE_VERSIONS, get_feature_version
 from playstream.errors import PlaystreamError
 from playstream.producers.topics import (DEFAULT_CHUNKS_TOPIC, DEFAULT_DLQ_TOPIC,
@@ -20,42 +19,6 @@ from playstream.streams import DEFAULT_GROUP
 DEFAULT_CHUNKS_DIR = Path("playstream-chunks")
 # The side topics carry little traffic; one partition keeps them in order.
 SIDE_TOPIC_PARTITIONS = 1
-_DURATION = re.compile(r"^(?P<value>[0-9]+(?:\.[0-9]+)?)(?P<unit>ms|s|m|h)?$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-class Duration(click.ParamType):
-    """Seconds from ``500ms``, ``60s``, ``2m``, ``1h`` or a bare number of seconds."""
-
-    name = "duration"
-
-    def convert(self, value: object, param: click.Parameter | None,
-                ctx: click.Context | None) -> float:
-        if isinstance(value, float):
-            return value
-        m = _DURATION.match(str(value).strip())
-        if not m or float(m["value"]) <= 0:
-            self.fail(f"{value!r} is not a positive duration such as 500ms, 60s, 2m", param,
-                      ctx)
-        return float(m["value"]) * _UNIT_SECONDS[m["unit"] or "s"]
-
-
-class Timestamp(click.ParamType):
-    """An ISO 8601 time with a time zone (``2026-11-24T10:00:00+00:00``)."""
-
-    name = "timestamp"
-
-    def convert(self, value: object, param: click.Parameter | None,
-                ctx: click.Context | None) -> datetime:
-        if isinstance(value, datetime):
-            return value
-        try:
-            when = datetime.fromisoformat(str(value))
-        except ValueError:
-            self.fail(f"{value!r} is not an ISO 8601 time", param, ctx)
-        if when.tzinfo is None:
-            self.fail(f"{value!r} has no time zone (add +00:00 or Z)", param, ctx)
-        return when
 
 
 @click.command("stream")
@@ -106,7 +69,7 @@ def stream_cmd(bootstrap: str, topic: str, partitions: int, group: str, chunk_di
     level = logging.getLevelName(logging.getLogger("playstream").getEffectiveLevel()).lower()
     code = run_worker(app, loglevel=level)
     counters = app.processor.counters
-    for name in ("processed", "invalid", "redelivered", "rows", "chunks"):
+    for name in ("processed", "invalid", "redelivered", "missing_offsets", "rows", "chunks"):
         summary.count(name, getattr(counters, name))
     summary.echo()
     if code != 0:

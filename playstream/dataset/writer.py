@@ -29,6 +29,7 @@ from playstream.dataset.config import DatasetConfig
 from playstream.dataset.schema import (DENSE_POLICY, FIXED_DTYPES, FORMAT_NAME, FORMAT_VERSION,
                                        MAX_METADATA_BYTES, METADATA, PER_ROW_ARRAYS,
                                        checksum_hasher, file_arrays, game_id_dtype)
+from playstream.durable import fsync_dir
 from playstream.errors import DatasetError
 
 # A fixed member time keeps the bytes a function of the rows and the metadata only.
@@ -216,15 +217,6 @@ class NPZDatasetWriter:
         info.compress_type = self._compression
         info.external_attr = 0o644 << 16
         return info
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename in ``path`` durable (POSIX: the directory entry is data of the dir)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_raw(f: IO[bytes], arr: np.ndarray, dtype: np.dtype) -> None:

@@ -7,7 +7,7 @@ engine by implementing this protocol and registering it under the entry-point gr
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
