@@ -24,7 +24,8 @@ SOURCE_OFFSET = "playstream-source-offset"
 GAME_ID = "playstream-game-id"
 HEADERS = (REASON, FIELD, SOURCE_TOPIC, SOURCE_PARTITION, SOURCE_OFFSET, GAME_ID)
 MAX_REASON_CHARS = 2000
-MAX_HEADER_BYTES = 4096
+# Room for the longest reason we write (UTF-8: up to 4 bytes a character) and its note.
+MAX_HEADER_BYTES = 16 * 1024
 
 Headers = list[tuple[str, bytes]]
 

@@ -16,8 +16,13 @@ faust honour that:
   seek); the processor drops offsets below the resume point.
 * ``stream_wait_empty=False``: otherwise a stop with events in flight waits forever.
 * The web server is off (``web_enabled=False``): every worker would bind 0.0.0.0:6066.
-* Commits are rare (``broker_commit_every`` huge, ``broker_commit_interval`` moderate): they
-  only make the recovery seek land close to where the handler seeks anyway.
+* faust's own commits are rare (``broker_commit_every`` huge, ``broker_commit_interval``
+  moderate) and only feed lag monitoring: they hold acknowledged offsets, which may be ahead
+  of the sealed ones (and faust #606 can skip unacknowledged ones), and nothing reads them
+  back, since the handler above overwrites them before every recovery seek.
+* A failure in the agent or the timer stops the worker (``CrashingSupervisor``): faust's
+  default supervisor restarts a crashed agent after the failed record, and the next seal
+  would cover that offset without it (seen on 2026-11-24: a chunk 0..16 without offset 5).
 
 Dead letters and announcements go through a kafka-python producer, not faust's: the
 processor's callbacks are synchronous (it runs inside the agent between two events), and a
@@ -26,8 +31,8 @@ which a synchronous ``send().get()`` gives and faust's coroutine producer cannot
 """
 from __future__ import annotations
 
+import hashlib
 import logging
-import shutil
 import tempfile
 from datetime import datetime
 from pathlib import Path
@@ -35,9 +40,9 @@ from typing import Any
 
 import faust
 from faust.types import TP
-from mode import CrashingSupervisor
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
+from mode import CrashingSupervisor
 
 from playstream.chunks import ChunkStore, SealedChunk
 from playstream.errors import PlaystreamError
@@ -136,6 +141,14 @@ class ProcessorApp(faust.App):
     processor: StreamProcessor
 
 
+def faust_datadir(group: str) -> Path:
+    """Where faust creates its data folders on start (they stay empty: no tables). One per
+    group under the temporary folder, so that neither the working directory nor a killed
+    worker leaves folders behind."""
+    digest = hashlib.sha256(group.encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"playstream-faust-{digest}"
+
+
 def tick_interval(max_age_s: float | None) -> float:
     """Often enough that a quiet partition seals within about a quarter of the chunk age."""
     if max_age_s is None:
@@ -157,7 +170,7 @@ def build_app(bootstrap: str, *, group: str = DEFAULT_GROUP, games_topic: str,
                                 history_length=history_length, max_rows=max_rows,
                                 max_age_s=max_age_s, dead_letter=outputs.dead_letter,
                                 announce=outputs.announce, start_at=start_at)
-    datadir = Path(tempfile.mkdtemp(prefix="playstream-faust-"))  # unused: no tables
+    datadir = faust_datadir(group)
     app = ProcessorApp(
         group, broker=[f"kafka://{b}" for b in bootstrap.split(",")], store="memory://",
         datadir=str(datadir), topic_partitions=partitions, value_serializer="raw",
@@ -193,8 +206,6 @@ def build_app(bootstrap: str, *, group: str = DEFAULT_GROUP, games_topic: str,
             if tp.topic == games_topic:
                 processor.revoke(tp.partition)
 
-    # A failure must stop the worker: faust's default supervisor would restart the agent
-    # past the failed record, and a later seal would cover its offset without it.
     @app.agent(source, name="playstream-games", concurrency=1,
                supervisor_strategy=CrashingSupervisor)
     async def _games(stream: faust.StreamT) -> None:
@@ -213,7 +224,6 @@ def build_app(bootstrap: str, *, group: str = DEFAULT_GROUP, games_topic: str,
         outputs.close()
         if start_at is not None:
             start_at.close()
-        shutil.rmtree(datadir, ignore_errors=True)
 
     return app
 
