@@ -16,9 +16,10 @@ from playstream.selfplay import generate_records
 BOARDS = ("square8", "square19", "hex8", "hexagonal")
 
 
-def _games(board: str, players: int, agent: str, count: int = 1) -> list[GameRecord]:
+def _games(board: str, players: int, agent: str, count: int = 1,
+           simulations: int = 8) -> list[GameRecord]:
     return list(generate_records(board_type=board, num_players=players, agent=agent, seed=7,
-                                 count=count, simulations=8, node="test"))
+                                 count=count, simulations=simulations, node="test"))
 
 
 @pytest.fixture(scope="module")
@@ -43,10 +44,11 @@ def test_random_games_replay_to_recorded_outcome(board: str, players: int) -> No
         assert replay.outcome.winner == record.winner
 
 
-@pytest.mark.parametrize("board", ["square8", "hex8"])
+@pytest.mark.parametrize("board", BOARDS)
 @pytest.mark.parametrize("players", [2, 3, 4])
 def test_mcts_games_replay_and_carry_search(board: str, players: int) -> None:
-    record = _games(board, players, "mcts")[0]
+    # Full games on every board; the big boards with a tiny budget to keep the test short.
+    record = _games(board, players, "mcts", simulations=8 if board in ("square8", "hex8") else 2)[0]
     assert record.search is not None and len(record.search) == len(record.moves)
     again, replay = record_from_msgpack(record.to_msgpack())
     assert again == record
