@@ -62,15 +62,23 @@ class IncrementalExporter:
         return self._settings[key]
 
     def add_game(self, position: int, data: dict[str, Any] | None,
-                 error: RecordError | None = None, **ctx: Any) -> AddResult:
+                 error: RecordError | None = None, *,
+                 on_invalid: Callable[[RecordError], None] | None = None,
+                 **ctx: Any) -> AddResult:
         """Add the record read at ``position`` (``data``), or account for one that could not
-        be decoded (``error``). Returns what happened; raises only for store failures."""
+        be decoded (``error``). Returns what happened; raises only for store failures.
+
+        ``on_invalid`` is called for a record that fails validation or encoding BEFORE its
+        position reaches the writer, which may seal it: a dead letter sent from there is out
+        before any chunk claims the offset, so a crash right after a seal never loses one."""
         if error is None:
             try:
                 record, replay = validate_record(data, **ctx)
             except RecordError as err:
                 error = err
         if error is not None:
+            if on_invalid is not None:
+                on_invalid(error)
             sealed = self.writer.add(position, skipped=f"invalid: {error}")
             return AddResult(position, error.game_id, 0, str(error), error, sealed)
         reason = self._accept(record) if self._accept else None
@@ -83,6 +91,8 @@ class IncrementalExporter:
         except PlaystreamError as err:
             invalid = RecordError(f"cannot encode: {err}", field="moves",
                                   game_id=record.game_id, **ctx)
+            if on_invalid is not None:
+                on_invalid(invalid)
             sealed = self.writer.add(position, skipped=str(invalid))
             return AddResult(position, record.game_id, 0, str(invalid), invalid, sealed)
         sealed = self.writer.add(position, config, rows, game_id=record.game_id)

@@ -27,7 +27,7 @@ from playstream.chunks import ChunkStore, ChunkWriter, SealedChunk, topic_stream
 from playstream.dataset.config import encoder_scope
 from playstream.errors import RecordError
 from playstream.incremental import IncrementalExporter
-from playstream.records import decode_msgpack, validate_record
+from playstream.records import decode_msgpack
 from playstream.streams.deadletter import DeadLetter
 
 DEFAULT_LOCK_TIMEOUT_S = 5.0
@@ -65,10 +65,9 @@ class StreamProcessor:
     """Turns the records of the assigned partitions of ``topic`` into sealed chunks.
 
     ``dead_letter`` is called for every invalid record before any chunk covering its offset
-    can seal, so a dead letter is durable when the callback returns synchronously (except
-    for a record that validates but that the encoder then refuses: its dead letter follows
-    the add, which may seal). Dead letters are at least once: an unsealed invalid record is
-    read and dead-lettered again by the next owner.
+    can seal (also for a record that validates but that the encoder refuses), so a dead
+    letter is durable when the callback returns synchronously. Dead letters are at least
+    once: an unsealed invalid record is read and dead-lettered again by the next owner.
     ``announce`` is called after each seal. ``start_at(partition)`` gives a replay start
     (an offset for a ``--from`` time); records before it are never read.
     """
@@ -192,26 +191,21 @@ class StreamProcessor:
     def _add(self, owned: _Owned, partition: int, offset: int, payload: bytes | None,
              key: bytes | None) -> list[SealedChunk]:
         ctx: dict[str, Any] = {"topic": self.topic, "partition": partition, "offset": offset}
+        data: dict[str, Any] | None = None
+        error: RecordError | None = None
         if payload is None:
-            return self._reject(owned, partition, offset, key, b"", RecordError(
-                "the message has no value (a tombstone)", field="record", **ctx), ctx)
-        # Validated here once before the exporter validates again (about 4% of the cost of
-        # a record), so that the dead letter goes out before the writer can seal this
-        # offset: a crash right after a seal never loses one.
-        try:
-            data = decode_msgpack(payload, **ctx)
-            validate_record(data, **ctx)
-        except RecordError as err:
-            return self._reject(owned, partition, offset, key, payload, err, ctx)
-        result = owned.exporter.add_game(offset, data, **ctx)
-        if result.invalid is not None:  # the encoder refused a valid record
-            self._send_dead_letter(partition, offset, key, payload, result.invalid)
-        return result.sealed
+            error = RecordError("the message has no value (a tombstone)", field="record", **ctx)
+        else:
+            try:
+                data = decode_msgpack(payload, **ctx)
+            except RecordError as err:
+                error = err
 
-    def _reject(self, owned: _Owned, partition: int, offset: int, key: bytes | None,
-                payload: bytes, error: RecordError, ctx: dict[str, Any]) -> list[SealedChunk]:
-        self._send_dead_letter(partition, offset, key, payload, error)
-        return owned.exporter.add_game(offset, None, error, **ctx).sealed
+        def dead_letter(err: RecordError) -> None:
+            self._send_dead_letter(partition, offset, key, payload or b"", err)
+
+        return owned.exporter.add_game(offset, data, error, on_invalid=dead_letter,
+                                       **ctx).sealed
 
     def _drop(self, partition: int) -> None:
         """After a failure (store, dead-letter topic) the open chunk is in doubt: let the
