@@ -30,6 +30,7 @@ from kafka.structs import OffsetAndMetadata
 from playstream.chunks import ChunkStore
 from playstream.consumers import CompactOptions, compact
 from playstream.dataset import load_npz_dataset
+from playstream.localkafka import LocalKafka
 from playstream.producers.topics import MAX_MESSAGE_BYTES, ensure_topics
 from playstream.records import MAX_RECORD_BYTES, GameRecord
 from playstream.selfplay import generate_records
@@ -436,3 +437,34 @@ def test_a_store_failure_stops_the_worker_and_a_restart_loses_nothing(
     assert summary(out)["processed"] == 40
     assert_exactly_once(store, published, tmp_path)
     print(f"restart after the failure sealed everything in {took:.1f} s")
+
+
+def test_broker_restart_mid_stream_loses_and_duplicates_nothing(
+        processors: list[Processor], tmp_path: Path) -> None:
+    """A broker of its own, restarted (SIGTERM, same data) while the processor runs: the
+    processor reconnects by itself and every record is sealed exactly once."""
+    broker = LocalKafka(tmp_path / "kafka")
+    bootstrap = broker.start()
+    t = Topics(bootstrap, "restart.games", "restart.dlq", "restart.chunks", "restart-group")
+    try:
+        ensure_topics(bootstrap, {t.games: PARTITIONS, t.dlq: 1, t.chunks: 1})
+        before = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        published = publish(before, t.games, games(seed=31, count=60))
+        before.close()
+        store = ChunkStore(tmp_path / "store")
+        proc = Processor(t, store.root, tmp_path / "p1", "--chunk-rows", "300",
+                         "--chunk-age", "1s")
+        processors.append(proc)
+        wait_for("sealed before the restart", all_sealed(store, end_offsets(t)), 45, [proc])
+        broker.restart()
+        after = KafkaProducer(bootstrap_servers=bootstrap, acks="all", retries=10)
+        published += publish(after, t.games, games(seed=32, count=60))
+        after.close()
+        wait_for("sealed after the restart", all_sealed(store, end_offsets(t)), 90, [proc])
+        code, _, out = proc.stop()
+        assert code == 0, proc.logs()
+        assert summary(out)["invalid"] == 0
+        assert_exactly_once(store, published, tmp_path)
+    finally:
+        broker.stop()
+        shutil.rmtree(faust_datadir(t.group), ignore_errors=True)
