@@ -21,7 +21,7 @@ from pydantic import (BaseModel, ConfigDict, Field, StringConstraints, Validatio
 from playstream.errors import PlaystreamError, RecordError
 from playstream.games import Game, Outcome, Replay, get_game
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 MAX_RECORD_BYTES = 4 * 1024 * 1024
 MAX_MOVES = 4096
 MAX_POLICY_ENTRIES = 1024

@@ -16,14 +16,16 @@ from playstream.producers.topics import DEFAULT_GAMES_TOPIC
 from playstream.streams.replay import replay_topic
 
 
-class StartPoint(Timestamp):
-    """``earliest`` or an ISO 8601 time with a time zone."""
+class StartPoint(click.ParamType):
+    """``earliest`` (None) or an ISO 8601 time with a time zone."""
+
+    name = "earliest|timestamp"
 
     def convert(self, value: object, param: click.Parameter | None,
                 ctx: click.Context | None) -> datetime | None:
         if value is None or str(value).strip().lower() == "earliest":
             return None
-        return super().convert(value, param, ctx)
+        return Timestamp().convert(value, param, ctx)
 
 
 @click.command("replay")

@@ -112,7 +112,7 @@ def _check_int(name: str, value: object, low: int, high: int) -> None:
 def _names(name: str, value: object, *, minimum: int) -> tuple[str, ...]:
     if isinstance(value, str) or not isinstance(value, Sequence):
         _invalid(name, f"must be a list of strings, got {type(value).__name__}")
-    names = tuple(value)  # type: ignore[arg-type]
+    names: tuple[str, ...] = tuple(value)  # type: ignore[arg-type]
     if not minimum <= len(names) <= MAX_CHANNELS:
         _invalid(name, f"must hold {minimum}..{MAX_CHANNELS} names, got {len(names)}")
     bad = [n for n in names if not isinstance(n, str) or not 0 < len(n) <= MAX_NAME_LEN]

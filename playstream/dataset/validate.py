@@ -93,7 +93,7 @@ def _row_checks(layout: Layout, block_bytes: int) -> list[CheckResult]:
         first.setdefault(err.check or "unknown", err)
         if err.check != "checksums":  # checksums are compared after the last block
             stopped = err
-    dense = DENSE_POLICY in layout.members
+    has_dense = DENSE_POLICY in layout.members
     results = []
     for name in ROW_CHECKS:
         if name in first:
@@ -101,7 +101,7 @@ def _row_checks(layout: Layout, block_bytes: int) -> list[CheckResult]:
         elif stopped is not None:
             results.append(CheckResult(name, False, f"not run to the end: the pass stopped at "
                                        f"the {stopped.check} failure"))
-        elif name == "dense_policy" and not dense:
+        elif name == "dense_policy" and not has_dense:
             results.append(CheckResult(name, True, "no dense policy in the file"))
         elif name == "dense_policy" and "policy" in first:
             results.append(CheckResult(name, False, "not run on rows whose policy failed"))

@@ -115,7 +115,8 @@ def iter_database(path: Path, *, start: int = 1, board_type: str | None = None,
                   num_players: int | None = None) -> Iterator[SourceItem]:
     """Yield games in insertion order from sequence number ``start`` on, read-only."""
     conn = _connect_read_only(path)
-    where, args = ["seq >= ?"], [start]
+    where: list[str] = ["seq >= ?"]
+    args: list[object] = [start]
     if board_type is not None:
         where.append("board_type = ?")
         args.append(board_type)
