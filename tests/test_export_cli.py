@@ -5,6 +5,7 @@ SIGKILL in the middle of an export are tested as a user meets them.
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -19,6 +20,7 @@ import pytest
 
 from playstream.dataset import load_npz_dataset, read_metadata
 from playstream.gamefiles import GameDatabase, JsonlWriter
+from playstream.games import get_game
 from playstream.records import GameRecord
 from playstream.selfplay import generate_records
 
@@ -255,3 +257,48 @@ def test_discovery_follows_the_naming_convention(tmp_path: Path, games) -> None:
                "2", "--output", out, "--no-progress")
     assert "games=37" in proc.stdout
     assert dataset_keys(out) == expected_keys(records)
+
+
+def test_changing_only_window_or_split_recompacts_without_encoding(tmp_path: Path,
+                                                                    games) -> None:
+    _, db, records = games
+    out = tmp_path / "w.npz"
+    base = ("export", "--db", db, "--board-type", "square8", "--num-players", "2",
+            "--no-progress")
+    first = run(*base, "--output", out).stdout
+    assert "games=25 " in first
+    chunks_before = sorted((tmp_path / "w.npz.chunks").rglob("*.npz"))
+    second = run(*base, "--output", out, "--window", "100").stdout
+    assert "games=" not in second.split("rows=")[0]  # nothing was encoded again
+    assert sorted((tmp_path / "w.npz.chunks").rglob("*.npz")) == chunks_before
+    assert sum(dataset_keys(out).values()) == 100
+    split = tmp_path / "split"
+    run(*base, "--output", split, "--chunks", tmp_path / "w.npz.chunks", "--val-fraction",
+        "0.3", "--shuffle", "--seed", "4")
+    current = split / "current"
+    train, val = dataset_keys(current / "train.npz"), dataset_keys(current / "val.npz")
+    assert train + val == expected_keys([r for r in records if r.source.agent == "random"])
+    assert not {g for g, _ in train} & {g for g, _ in val}
+
+
+def test_to_jsonl_and_state_pool(tmp_path: Path, games) -> None:
+    _, db, records = games
+    db_records = [r for r in records if r.source.agent == "random"]
+    out = tmp_path / "g.jsonl"
+    assert "games=25" in run("to-jsonl", "--db", db, "--output", out).stdout
+    assert [GameRecord.model_validate_json(line) for line in out.read_text().splitlines()] \
+        == db_records
+    pool = tmp_path / "pool.jsonl"
+    run("state-pool", "--jsonl", out, "--sample-moves", "0,10,30", "--output", pool)
+    lines = [json.loads(line) for line in pool.read_text().splitlines()]
+    want = [(r.game_id, k) for r in db_records for k in (0, 10, 30) if k < len(r.moves)]
+    assert [(p["game_id"], p["move_number"]) for p in lines] == want
+    by_id = {r.game_id: r for r in db_records}
+    game = get_game("connect")
+    for p in lines:
+        record = by_id[p["game_id"]]
+        assert p["moves"] == record.moves[:p["move_number"]]
+        replay = game.replay("square8", 2, record.moves)
+        assert p["to_move"] == int(replay.movers[p["move_number"]])
+    bad = run("state-pool", "--jsonl", out, "--sample-moves", "x", "--output", pool, check=False)
+    assert bad.returncode == 2 and "comma-separated" in bad.stderr
