@@ -79,7 +79,8 @@ def check_game_file(path: Path, *, max_listed: int = 5) -> GameFileReport:
     report.results.append(CheckResult(
         "games valid", not invalid,
         "all valid" if not invalid else
-        f"{sum(invalid.values())} invalid (by field: {dict(invalid)}); e.g. " + " | ".join(examples)))
+        f"{sum(invalid.values())} invalid (by field: {dict(invalid)}); e.g. "
+        + " | ".join(examples)))
     report.results.append(CheckResult("game ids unique", duplicates == 0,
                                       f"{duplicates} repeated game ids" if duplicates
                                       else "passed"))

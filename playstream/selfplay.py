@@ -40,7 +40,8 @@ def game_id(game_name: str, board_type: str, num_players: int, source: Source,
     stable for a restarted worker and distinct across nodes, workers, agents and seeds."""
     ident = json.dumps([game_name, board_type, num_players, source.model_dump(), index],
                        sort_keys=True)
-    return f"{game_name}-{board_type}-{num_players}p-{hashlib.sha256(ident.encode()).hexdigest()[:24]}"
+    digest = hashlib.sha256(ident.encode()).hexdigest()[:24]
+    return f"{game_name}-{board_type}-{num_players}p-{digest}"
 
 
 def generate_records(*, game_name: str = "connect", board_type: str, num_players: int,

@@ -64,8 +64,9 @@ def inspect_cmd(npz: Path) -> None:
             click.echo(f"  {member.name:16} {str(member.dtype):8} {member.shape}")
     shown = {k: v for k, v in meta.items() if k not in ("channels", "checksums", "extra")}
     click.echo(json.dumps(shown, indent=2))
-    click.echo(f"channels ({len(meta.get('channels', []))}): "
-               f"{', '.join(meta.get('channels', [])[:8])}{' ...' if len(meta.get('channels', [])) > 8 else ''}")
+    channels = meta.get("channels", [])
+    more = " ..." if len(channels) > 8 else ""
+    click.echo(f"channels ({len(channels)}): {', '.join(channels[:8])}{more}")
     extra = meta.get("extra", {})
     if extra:
         click.echo("provenance: " + json.dumps({k: v for k, v in extra.items()

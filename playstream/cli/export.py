@@ -20,7 +20,8 @@ from playstream.gamefiles import open_game_source
 from playstream.incremental import IncrementalExporter, RecordFilter
 from playstream.records import GameRecord
 
-CONFIG_TAG = re.compile(r"(?:^|[^a-z0-9])(?P<board>[a-z][a-z0-9]*)_(?P<players>[234])p(?:[^a-z0-9]|$)")
+CONFIG_TAG = re.compile(
+    r"(?:^|[^a-z0-9])(?P<board>[a-z][a-z0-9]*)_(?P<players>[234])p(?:[^a-z0-9]|$)")
 
 
 def discover_game_files(root: Path, board_type: str, num_players: int) -> list[Path]:
@@ -54,7 +55,7 @@ def config_filter(game: str, board_type: str, num_players: int) -> RecordFilter:
     return accept
 
 
-def _summarise_compaction(summary: Summary, result: CompactionResult) -> None:
+def summarise_compaction(summary: Summary, result: CompactionResult) -> None:
     summary.count("rows", result.rows)
     summary.count("dataset_games", result.games)
     if result.val_rows:
@@ -65,7 +66,7 @@ def _summarise_compaction(summary: Summary, result: CompactionResult) -> None:
     summary.outputs.extend(result.outputs)
 
 
-def _compact_options(window: str, shuffle: bool, seed: int, val_fraction: float,
+def build_compact_options(window: str, shuffle: bool, seed: int, val_fraction: float,
                      shard_rows: int | None, sample_every: int, min_moves: int,
                      dense_policy: bool, memory_mb: int) -> CompactOptions:
     return CompactOptions(window=parse_window(window), shuffle=shuffle, seed=seed,
@@ -142,7 +143,7 @@ def export_cmd(dbs: tuple[Path, ...], jsonls: tuple[Path, ...], discovery: Path 
     for src in sources:
         if not src.is_file():
             raise GameFileError("game file does not exist", file=str(src))
-    options = _compact_options(window, shuffle, seed, val_fraction, shard_rows, sample_every,
+    options = build_compact_options(window, shuffle, seed, val_fraction, shard_rows, sample_every,
                                min_moves, dense_policy, memory_mb)
     store = ChunkStore(chunk_dir or Path(f"{output}.chunks"))
     cache = ExportCache(cache_dir) if cache_dir else None
@@ -184,8 +185,9 @@ def export_cmd(dbs: tuple[Path, ...], jsonls: tuple[Path, ...], discovery: Path 
         finally:
             writer.close()
     with progress(None, "compact", "row", enabled=show_progress) as bar:
-        result = compact(store, config.key(), output, options, progress=lambda done: bar.update(done - bar.n))
-    _summarise_compaction(summary, result)
+        result = compact(store, config.key(), output, options,
+                         progress=lambda done: bar.update(done - bar.n))
+    summarise_compaction(summary, result)
     summary.echo()
 
 
@@ -204,13 +206,13 @@ def compact_cmd(chunk_dir: Path, output: Path, config_key: str | None, show_prog
                 shard_rows: int | None, sample_every: int, min_moves: int, dense_policy: bool,
                 memory_mb: int) -> None:
     """Compact sealed chunks into a dataset (ad hoc; the finalizer does it continuously)."""
-    options = _compact_options(window, shuffle, seed, val_fraction, shard_rows, sample_every,
+    options = build_compact_options(window, shuffle, seed, val_fraction, shard_rows, sample_every,
                                min_moves, dense_policy, memory_mb)
     summary = Summary("compact")
     with progress(None, "compact", "row", enabled=show_progress) as bar:
         result = compact(ChunkStore(chunk_dir), config_key, output, options,
                          progress=lambda done: bar.update(done - bar.n))
-    _summarise_compaction(summary, result)
+    summarise_compaction(summary, result)
     summary.echo()
 
 

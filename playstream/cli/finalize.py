@@ -15,7 +15,7 @@ from types import FrameType
 import click
 
 from playstream.cli.common import Duration, Summary, reports_errors
-from playstream.cli.export import _compact_options, compaction_options
+from playstream.cli.export import build_compact_options, compaction_options
 from playstream.cli.stream import SIDE_TOPIC_PARTITIONS
 from playstream.consumers.service import DEFAULT_GROUP, CycleReport, FinalizerService
 from playstream.errors import PlaystreamError
@@ -81,7 +81,7 @@ def finalize_cmd(bootstrap: str, chunk_dir: Path, output: Path, every_s: float,
                  min_moves: int, dense_policy: bool, memory_mb: int) -> None:
     """Republish the datasets of configurations with new chunks, continuously."""
     options = dataclasses.replace(
-        _compact_options(window, shuffle, seed, val_fraction, shard_rows, sample_every,
+        build_compact_options(window, shuffle, seed, val_fraction, shard_rows, sample_every,
                          min_moves, dense_policy, memory_mb),
         keep_versions=keep_versions)
     # Created here as `playstream stream` creates it, whichever starts first: a topic the

@@ -8,7 +8,7 @@ import click
 
 from playstream.chunks import ChunkStore
 from playstream.cli.common import Summary, Timestamp, progress, reports_errors
-from playstream.cli.export import _compact_options, _summarise_compaction, compaction_options
+from playstream.cli.export import build_compact_options, summarise_compaction, compaction_options
 from playstream.consumers.compaction import compact
 from playstream.dataset.config import encoder_scope
 from playstream.encoders.versions import FEATURE_VERSIONS, get_feature_version
@@ -52,7 +52,7 @@ def replay_cmd(bootstrap: str, topic: str, since: datetime | None, feature_versi
                memory_mb: int) -> None:
     """Re-encode the retained topic into a new chunk store and publish its datasets, under
     its own consumer group, without touching the live pipeline. A rerun resumes."""
-    options = _compact_options(window, shuffle, seed, val_fraction, shard_rows, sample_every,
+    options = build_compact_options(window, shuffle, seed, val_fraction, shard_rows, sample_every,
                                min_moves, dense_policy, memory_mb)
     scope = encoder_scope(feature_version, history_length)
     store = ChunkStore(output / "chunks")
@@ -70,5 +70,5 @@ def replay_cmd(bootstrap: str, topic: str, since: datetime | None, feature_versi
         with progress(None, f"compact {key}", "row", enabled=show_progress) as bar:
             compacted = compact(store, key, output / "datasets" / key, options,
                                 progress=lambda done: bar.update(done - bar.n))
-        _summarise_compaction(summary, compacted)
+        summarise_compaction(summary, compacted)
     summary.echo()
