@@ -302,3 +302,16 @@ def test_to_jsonl_and_state_pool(tmp_path: Path, games) -> None:
         assert p["to_move"] == int(replay.movers[p["move_number"]])
     bad = run("state-pool", "--jsonl", out, "--sample-moves", "x", "--output", pool, check=False)
     assert bad.returncode == 2 and "comma-separated" in bad.stderr
+
+
+def test_inspect_shows_shapes_metadata_and_provenance(tmp_path: Path, games) -> None:
+    _, db, records = games
+    chunks = tmp_path / "chunks"
+    run("export", "--db", db, "--board-type", "square8", "--num-players", "2", "--output",
+        tmp_path / "i.npz", "--chunks", chunks, "--no-progress")
+    rows = sum(len(r.moves) for r in records if r.source.agent == "random")
+    out = run("inspect", tmp_path / "i.npz").stdout
+    assert f"features         float32  ({rows}, 40, 8, 8)" in out
+    assert '"board_type": "square8"' in out and "channels (40): f0:stones_rel0" in out
+    chunk = next(chunks.glob("*/*.npz"))
+    assert '"kind": "file"' in run("inspect", chunk).stdout  # a chunk says where it came from
