@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import pytest
@@ -15,7 +15,7 @@ from playstream.consumers import compact
 from playstream.dataset import load_npz_dataset
 from playstream.dataset.config import encoder_scope
 from playstream.errors import IllegalMoveError
-from playstream.games import Outcome, Replay, register_game
+from playstream.games import Outcome, Replay, register_game, unregister_game
 from playstream.incremental import IncrementalExporter
 from test_features import VALID, TinyGame, TinyState
 
@@ -52,8 +52,15 @@ def record(i: int, moves: list[int]) -> dict:
             "moves": moves, "ranks": [1, 1], "winner": None, "termination": "board_full"}
 
 
-def test_a_registered_game_goes_through_the_whole_embedded_pipeline(tmp_path: Path) -> None:
+@pytest.fixture
+def tiny_registered() -> Iterator[None]:
     register_game(FinishingTiny())
+    yield
+    unregister_game(FinishingTiny.name)
+
+
+def test_a_registered_game_goes_through_the_whole_embedded_pipeline(
+        tmp_path: Path, tiny_registered: None) -> None:
     orders = [[0, 1, 2, 3, 4], [4, 3, 2, 1, 0], [2, 0, 4, 1, 3]]
     store = ChunkStore(tmp_path / "chunks")
     writer = ChunkWriter(store, file_stream_id(tmp_path / "tiny.jsonl"),

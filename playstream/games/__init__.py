@@ -8,7 +8,7 @@ from playstream.errors import UnknownGameError
 from playstream.games.base import BoardGeometry, Game, Outcome, PositionPlanes, Replay
 
 __all__ = ["BoardGeometry", "Game", "Outcome", "PositionPlanes", "Replay", "get_game",
-           "available_games", "register_game"]
+           "available_games", "register_game", "unregister_game"]
 
 _EXTRA: dict[str, Game] = {}
 
@@ -16,6 +16,11 @@ _EXTRA: dict[str, Game] = {}
 def register_game(game: Game) -> None:
     """Register a game at run time (tests, notebooks); installed plugins use entry points."""
     _EXTRA[game.name] = game
+
+
+def unregister_game(name: str) -> None:
+    """Undo `register_game` (a test must not leave its game visible to the next one)."""
+    _EXTRA.pop(name, None)
 
 
 @lru_cache(maxsize=None)
