@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,7 @@ def check_game_file(path: Path, *, max_listed: int = 5) -> GameFileReport:
     report = GameFileReport(str(path))
     try:
         items = open_game_source(path)
-        first = next(items, None)
+        first = next(items, None)  # a database is opened (and its schema checked) lazily
     except GameFileError as err:
         report.results.append(CheckResult("opens", False, str(err)))
         return report
@@ -58,8 +59,7 @@ def check_game_file(path: Path, *, max_listed: int = 5) -> GameFileReport:
     duplicates = 0
     wins: Counter[tuple[int, int | None]] = Counter()
     seen = 0
-    item = first
-    while item is not None:
+    for item in chain([first] if first is not None else [], items):
         seen += 1
         try:
             if item.error is not None:
@@ -73,7 +73,6 @@ def check_game_file(path: Path, *, max_listed: int = 5) -> GameFileReport:
             invalid[err.field or "record"] += 1
             if len(examples) < max_listed:
                 examples.append(str(err))
-        item = next(items, None)
     report.results.append(CheckResult("has games", seen > 0,
                                       f"{seen} games" if seen else "no games"))
     report.results.append(CheckResult(

@@ -40,7 +40,7 @@ from typing import Any
 
 import faust
 from faust.types import TP
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 from kafka.errors import KafkaError
 from mode import CrashingSupervisor
 
@@ -51,6 +51,7 @@ from playstream.streams import DEFAULT_GROUP
 from playstream.streams.announce import announcement_for, encode_announcement
 from playstream.streams.deadletter import DeadLetter, encode_dead_letter
 from playstream.streams.processor import StreamProcessor
+from playstream.streams.starts import TimestampStart
 
 # Offsets are committed only as a hint for faust's recovery seek (see the module docstring).
 COMMIT_EVERY = 10**9
@@ -109,30 +110,6 @@ class SideOutputs:
 
     def close(self) -> None:
         self._producer.close(timeout=CLOSE_TIMEOUT_S)
-
-
-class TimestampStart:
-    """``start_at`` for a replay ``--from`` a time: the first offset whose record timestamp is
-    at or after it, or the end of the partition when there is none yet."""
-
-    def __init__(self, bootstrap: str, topic: str, when: datetime) -> None:
-        if when.tzinfo is None:
-            raise PlaystreamError("the replay start time needs a time zone", field="from")
-        self.topic = topic
-        self.timestamp_ms = int(when.timestamp() * 1000)
-        self._consumer = KafkaConsumer(bootstrap_servers=bootstrap.split(","), group_id=None,
-                                       enable_auto_commit=False,
-                                       client_id="playstream-stream-replay")
-
-    def __call__(self, partition: int) -> int:
-        tp = TopicPartition(self.topic, partition)
-        found = self._consumer.offsets_for_times({tp: self.timestamp_ms})[tp]
-        if found is not None:
-            return int(found.offset)
-        return int(self._consumer.end_offsets([tp])[tp])
-
-    def close(self) -> None:
-        self._consumer.close()
 
 
 class ProcessorApp(faust.App):

@@ -24,6 +24,7 @@ from playstream.errors import PlaystreamError
 from playstream.producers.topics import MAX_MESSAGE_BYTES
 from playstream.streams.deadletter import DeadLetter
 from playstream.streams.processor import StreamProcessor
+from playstream.streams.starts import TimestampStart
 
 log = logging.getLogger("playstream.streams")
 POLL_MS = 500
@@ -55,9 +56,11 @@ def replay_topic(bootstrap: str, topic: str, store: ChunkStore, *, feature_versi
                              enable_auto_commit=False, client_id="playstream-replay",
                              fetch_max_bytes=MAX_MESSAGE_BYTES * 4,
                              max_partition_fetch_bytes=MAX_MESSAGE_BYTES)
+    start_at = TimestampStart(bootstrap, topic, since) if since is not None else None
     processor = StreamProcessor(store, topic=topic, feature_version=feature_version,
                                 history_length=history_length, max_rows=max_rows,
-                                max_age_s=None, dead_letter=dead_letter, announce=sealed)
+                                max_age_s=None, dead_letter=dead_letter, announce=sealed,
+                                start_at=start_at)
     try:
         partitions = consumer.partitions_for_topic(topic)
         if not partitions:
@@ -65,10 +68,6 @@ def replay_topic(bootstrap: str, topic: str, store: ChunkStore, *, feature_versi
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         ends = consumer.end_offsets(tps)
         starts = {tp: processor.assign(tp.partition) for tp in tps}
-        if since is not None:
-            found = consumer.offsets_for_times({tp: int(since.timestamp() * 1000) for tp in tps})
-            starts = {tp: max(starts[tp], found[tp].offset if found[tp] else ends[tp])
-                      for tp in tps}
         consumer.assign(tps)
         for tp in tps:
             consumer.seek(tp, starts[tp])
@@ -89,4 +88,6 @@ def replay_topic(bootstrap: str, topic: str, store: ChunkStore, *, feature_versi
     finally:
         processor.close()
         consumer.close()
+        if start_at is not None:
+            start_at.close()
     return result

@@ -48,8 +48,13 @@ def _stop(procs: list[subprocess.Popen[bytes]], timeout: float = 30) -> None:
             p.wait()
 
 
-def _sealed_games(store: ChunkStore, key: str) -> int:
-    return sum(len(read_metadata(path)["extra"]["games"]) for _, path in store.sealed(key))
+def _sealed_games(store: ChunkStore, key: str, seen: dict[Path, int]) -> int:
+    """Games in the sealed chunks of ``key``; ``seen`` keeps each chunk's count, so a poll
+    only reads the metadata of chunks sealed since the last one (sealed chunks never change)."""
+    for _, path in store.sealed(key):
+        if path not in seen:
+            seen[path] = len(read_metadata(path)["extra"]["games"])
+    return sum(seen.values())
 
 
 def _published_games(dataset: Path) -> int:
@@ -93,7 +98,9 @@ def demo_cmd(bootstrap: str | None, work_dir: Path, games: int, workers: int, bo
             bootstrap = broker.start()
         ensure_topics(bootstrap, {DEFAULT_GAMES_TOPIC: 4, DEFAULT_DLQ_TOPIC: 1,
                                   DEFAULT_CHUNKS_TOPIC: 1})
-        already = _sealed_games(ChunkStore(chunks), key)
+        store = ChunkStore(chunks)
+        counted: dict[Path, int] = {}
+        already = _sealed_games(store, key, counted)
         services.append(_spawn(["stream", "--bootstrap", bootstrap, "--chunks", str(chunks),
                                 "--chunk-age", "2s", "--chunk-rows", "5000"],
                                logs / "stream.log"))
@@ -111,9 +118,8 @@ def demo_cmd(bootstrap: str | None, work_dir: Path, games: int, workers: int, bo
                      for i, n in enumerate(per_worker) if n]
         target = already + games
         deadline = time.monotonic() + timeout
-        store = ChunkStore(chunks)
         with progress(target, "games in sealed chunks", "game") as bar:
-            while (sealed := _sealed_games(store, key)) < target:
+            while (sealed := _sealed_games(store, key, counted)) < target:
                 bar.update(sealed - bar.n)
                 failed = [p for p in producers + services if p.poll() not in (None, 0)]
                 if failed:

@@ -32,5 +32,3 @@ def open_game_source(path: str | Path, *, start: int = 1) -> Iterator[SourceItem
     if p.suffix == ".db":
         return iter_database(p, start=start)
     raise GameFileError("unknown game file type: expected .jsonl or .db", file=str(p))
-
-iter_source = open_game_source

@@ -111,23 +111,13 @@ def _row_to_data(conn: sqlite3.Connection, row: tuple[Any, ...]) -> dict[str, An
             "winner": g["winner"], "termination": g["termination"]}
 
 
-def iter_database(path: Path, *, start: int = 1, board_type: str | None = None,
-                  num_players: int | None = None) -> Iterator[SourceItem]:
+def iter_database(path: Path, *, start: int = 1) -> Iterator[SourceItem]:
     """Yield games in insertion order from sequence number ``start`` on, read-only."""
     conn = _connect_read_only(path)
-    where: list[str] = ["seq >= ?"]
-    args: list[object] = [start]
-    if board_type is not None:
-        where.append("board_type = ?")
-        args.append(board_type)
-    if num_players is not None:
-        where.append("num_players = ?")
-        args.append(num_players)
-    sql = (f"SELECT {', '.join(_GAME_COLUMNS)} FROM games WHERE {' AND '.join(where)} "
-           "ORDER BY seq")
+    sql = f"SELECT {', '.join(_GAME_COLUMNS)} FROM games WHERE seq >= ? ORDER BY seq"
     try:
         with conn:
-            for row in conn.execute(sql, args).fetchall():
+            for row in conn.execute(sql, (start,)):  # streamed: bounded memory
                 try:
                     yield SourceItem(row[0], _row_to_data(conn, row), None)
                 except (ValueError, sqlite3.DatabaseError) as err:
@@ -136,14 +126,6 @@ def iter_database(path: Path, *, start: int = 1, board_type: str | None = None,
                         file=str(path), seq=row[0]))
     except sqlite3.DatabaseError as err:
         raise GameFileError(f"database read failed: {err}", file=str(path)) from None
-    finally:
-        conn.close()
-
-
-def count_games(path: Path) -> int:
-    conn = _connect_read_only(path)
-    try:
-        return int(conn.execute("SELECT COUNT(*) FROM games").fetchone()[0])
     finally:
         conn.close()
 
