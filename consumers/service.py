@@ -29,13 +29,14 @@ from kafka.errors import KafkaError
 
 from playstream.chunks import ChunkName, ChunkStore
 from playstream.chunks.writer import file_sha256
-from playstream.consumers.compaction import CompactionResult, CompactOptions, compact
-from playstream.consumers.publish import read_manifest
-from playstream.consumers.retention import apply_retention
+from playstream.compaction.compact import CompactionResult, CompactOptions, compact
+from playstream.compaction.publish import read_manifest
+from playstream.compaction.retention import apply_retention
 from playstream.errors import ChunkError, DatasetError, PlaystreamError
+from playstream.topics import FINALIZER_GROUP
 from playstream.streams.announce import MAX_ANNOUNCEMENT_BYTES, Announcement, decode_announcement
 
-DEFAULT_GROUP = "playstream-finalizer"
+
 # A poll between two publishes lasts at most this long, so a stop is noticed within it.
 POLL_S = 1.0
 MAX_POLL_RECORDS = 500
@@ -72,7 +73,7 @@ class FinalizerService:
 
     def __init__(self, bootstrap: str, *, chunks_topic: str, store_dir: Path,
                  output_dir: Path, options: CompactOptions, every_s: float,
-                 group: str = DEFAULT_GROUP, retention_s: float | None = None) -> None:
+                 group: str = FINALIZER_GROUP, retention_s: float | None = None) -> None:
         if not every_s > 0:
             raise PlaystreamError(f"every_s must be positive, got {every_s}", field="every_s")
         if retention_s is not None and retention_s < 0:

@@ -29,8 +29,8 @@ from kafka.errors import KafkaError, KafkaTimeoutError
 
 from playstream.errors import PlaystreamError, RecordError
 from playstream.producers.spool import Spool
-from playstream.producers.topics import (DEFAULT_GAMES_PARTITIONS, DEFAULT_GAMES_TOPIC,
-                                         MAX_MESSAGE_BYTES, ensure_topics)
+from playstream.producers.topics import ensure_topics
+from playstream.topics import DEFAULT_GAMES_PARTITIONS, DEFAULT_GAMES_TOPIC, MAX_MESSAGE_BYTES
 from playstream.records import MAX_RECORD_BYTES, GameRecord, decode_msgpack, validate_record
 
 DEFAULT_SPOOL_BYTES = 1024 * 1024 * 1024

@@ -12,7 +12,6 @@ Any other bad frame is corruption, which is reported, never repaired.
 """
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import re
@@ -26,6 +25,7 @@ from typing import BinaryIO, Iterator
 
 from playstream.durable import fsync_dir
 from playstream.errors import PlaystreamError
+from playstream.locks import ProcessLock, holder_of
 from playstream.records import MAX_RECORD_BYTES
 
 HEADER = struct.Struct("<II")
@@ -80,19 +80,17 @@ class Spool:
         self._append_lock = threading.Lock()
         self._ack_lock = threading.Lock()
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = os.open(self.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self._lock_fd)
-            raise PlaystreamError("spool is in use by another process",
-                                  path=str(self.directory)) from None
+        lock = ProcessLock.acquire(self.directory / LOCK_FILE)
+        if lock is None:
+            raise PlaystreamError("spool is in use by another process", path=str(self.directory),
+                                  holder_pid=holder_of(self.directory / LOCK_FILE))
+        self._lock = lock
         try:
             self._position = self._read_position()
             self._segments = self._recover()
             self._check_sequence()
         except BaseException:
-            os.close(self._lock_fd)
+            self._lock.release()
             raise
         self._acked_ahead: set[int] = set()
         self._active: BinaryIO | None = None
@@ -368,9 +366,7 @@ class Spool:
             if self._active is not None:
                 self._active.close()
                 self._active = None
-            if self._lock_fd >= 0:
-                os.close(self._lock_fd)
-                self._lock_fd = -1
+            self._lock.release()
 
     def __enter__(self) -> "Spool":
         return self

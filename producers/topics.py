@@ -1,9 +1,7 @@
-"""The topics of the game bus and the one message-size bound they share with records.
+"""Topic creation and checks for the game bus (kafka-python admin).
 
-A record may be up to `MAX_RECORD_BYTES`; the topic's ``max.message.bytes`` and the
-producer's ``max_request_size`` are both derived from it here, so a record that passes
-validation is never refused by the broker for its size, and a change of the record limit
-moves all three together.
+The names and the message-size bound are in `playstream.topics`; here they become topic
+configurations, and an existing topic whose limits are below them is refused.
 """
 from __future__ import annotations
 
@@ -11,16 +9,8 @@ import logging
 from typing import TYPE_CHECKING, Mapping
 
 from playstream.errors import PlaystreamError
-from playstream.records import MAX_RECORD_BYTES
-
-DEFAULT_GAMES_TOPIC = "playstream.games"
-DEFAULT_DLQ_TOPIC = "playstream.games.dlq"
-DEFAULT_CHUNKS_TOPIC = "playstream.chunks"
-DEFAULT_GAMES_PARTITIONS = 4
-
-# Batch header, record header and key (a game_id is at most 128 bytes) around one payload.
-MESSAGE_OVERHEAD_BYTES = 64 * 1024
-MAX_MESSAGE_BYTES = MAX_RECORD_BYTES + MESSAGE_OVERHEAD_BYTES
+from playstream.topics import (DEFAULT_CHUNKS_TOPIC, DEFAULT_DLQ_TOPIC, DEFAULT_GAMES_TOPIC,
+                               MAX_MESSAGE_BYTES)
 
 ADMIN_TIMEOUT_MS = 10_000
 

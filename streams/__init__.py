@@ -9,8 +9,7 @@ from playstream.streams.deadletter import (DeadLetter, DeadLetterMessage, decode
                                            encode_dead_letter)
 from playstream.streams.processor import ProcessorCounters, StreamProcessor
 
-DEFAULT_GROUP = "playstream-processors"
 
-__all__ = ["DEFAULT_GROUP", "Announcement", "DeadLetter", "DeadLetterMessage",
+__all__ = ["Announcement", "DeadLetter", "DeadLetterMessage",
            "ProcessorCounters", "StreamProcessor", "announcement_for", "decode_announcement",
            "decode_dead_letter", "encode_announcement", "encode_dead_letter"]

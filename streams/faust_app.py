@@ -46,8 +46,8 @@ from mode import CrashingSupervisor
 
 from playstream.chunks import ChunkStore, SealedChunk
 from playstream.errors import PlaystreamError
-from playstream.producers.topics import MAX_MESSAGE_BYTES
-from playstream.streams import DEFAULT_GROUP
+from playstream.topics import MAX_MESSAGE_BYTES
+from playstream.topics import PROCESSOR_GROUP
 from playstream.streams.announce import announcement_for, encode_announcement
 from playstream.streams.deadletter import DeadLetter, encode_dead_letter
 from playstream.streams.processor import StreamProcessor
@@ -133,7 +133,7 @@ def tick_interval(max_age_s: float | None) -> float:
     return min(MAX_TICK_S, max(MIN_TICK_S, max_age_s / 4))
 
 
-def build_app(bootstrap: str, *, group: str = DEFAULT_GROUP, games_topic: str,
+def build_app(bootstrap: str, *, group: str = PROCESSOR_GROUP, games_topic: str,
               dlq_topic: str, chunks_topic: str, store_dir: str | Path, feature_version: str,
               history_length: int, max_rows: int, max_age_s: float | None,
               partitions: int, from_timestamp: datetime | None = None) -> ProcessorApp:

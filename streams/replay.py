@@ -21,7 +21,7 @@ from kafka.structs import OffsetAndMetadata
 
 from playstream.chunks import ChunkStore, SealedChunk
 from playstream.errors import PlaystreamError
-from playstream.producers.topics import MAX_MESSAGE_BYTES
+from playstream.topics import MAX_MESSAGE_BYTES
 from playstream.streams.deadletter import DeadLetter
 from playstream.streams.processor import StreamProcessor
 from playstream.streams.starts import TimestampStart

@@ -8,7 +8,7 @@ import pytest
 
 from playstream.errors import IllegalMoveError
 from playstream.games import Outcome
-from playstream.games.agents import MCTSAgent, RandomAgent, play_game, seat_values
+from playstream.selfplay.agents import MCTSAgent, RandomAgent, play_game, seat_values
 from playstream.games.connect import GAME
 
 BOARDS = ("square8", "square19", "hex8", "hexagonal")

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from playstream.chunks import ChunkStore, ChunkWriter, SealedChunk
-from playstream.consumers import (AllRows, CompactOptions, FixedWindow, KataGoWindow, compact,
+from playstream.compaction import (AllRows, CompactOptions, FixedWindow, KataGoWindow, compact,
                                   parse_window, read_manifest)
-from playstream.consumers.compaction import _DigestSet
+from playstream.compaction.compact import _DigestSet
 from playstream.dataset import DatasetConfig, RowBatch, load_npz_dataset, read_metadata
 from playstream.dataset.config import encoder_scope
 from playstream.dataset.archive import Archive

@@ -22,7 +22,7 @@ from kafka.admin import KafkaAdminClient
 
 from playstream.chunks import ChunkName, ChunkStore, ChunkWriter, SealedChunk, topic_stream_id
 from playstream.cli.finalize import finalize_cmd
-from playstream.consumers import CompactOptions, read_manifest
+from playstream.compaction import CompactOptions, read_manifest
 from playstream.consumers.service import FinalizerService
 from playstream.dataset import load_npz_dataset
 from playstream.dataset.config import encoder_scope

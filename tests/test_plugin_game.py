@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from playstream.chunks import ChunkStore, ChunkWriter, file_stream_id
-from playstream.consumers import compact
+from playstream.compaction import compact
 from playstream.dataset import load_npz_dataset
 from playstream.dataset.config import encoder_scope
 from playstream.errors import IllegalMoveError

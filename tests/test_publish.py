@@ -12,7 +12,7 @@ import pytest
 
 from playstream.chunks import ChunkStore
 from playstream.chunks.writer import file_sha256
-from playstream.consumers import CompactOptions, KataGoWindow, compact, read_manifest
+from playstream.compaction import CompactOptions, KataGoWindow, compact, read_manifest
 from playstream.dataset import NPZDatasetWriter, RowBatch, read_metadata
 from playstream.errors import DatasetError
 from test_compaction import CONFIG, KEY, seal

@@ -22,7 +22,8 @@ from playstream.gamefiles import GameDatabase, JsonlWriter
 from playstream.localkafka import LocalKafka
 from playstream.producers import Spool
 from playstream.producers.publisher import GamePublisher
-from playstream.producers.topics import MAX_MESSAGE_BYTES, ensure_topics
+from playstream.topics import MAX_MESSAGE_BYTES
+from playstream.producers.topics import ensure_topics
 from playstream.records import GameRecord, record_from_msgpack
 from playstream.selfplay import generate_records
 

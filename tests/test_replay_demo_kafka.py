@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from kafka import KafkaProducer
 
-from playstream.consumers import read_manifest
+from playstream.compaction import read_manifest
 from playstream.dataset import load_npz_dataset
 from playstream.producers.topics import ensure_topics
 from playstream.records import GameRecord

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from playstream.chunks import ChunkStore, ChunkWriter
-from playstream.consumers import apply_retention, compact, read_manifest
+from playstream.compaction import apply_retention, compact, read_manifest
 from playstream.dataset import DatasetConfig
 from playstream.errors import PlaystreamError
 from test_compaction import CONFIG, KEY, SCOPE, game_rows, seal

@@ -28,10 +28,11 @@ from kafka.errors import CoordinatorNotAvailableError
 from kafka.structs import OffsetAndMetadata
 
 from playstream.chunks import ChunkStore
-from playstream.consumers import CompactOptions, compact
+from playstream.compaction import CompactOptions, compact
 from playstream.dataset import load_npz_dataset
 from playstream.localkafka import LocalKafka
-from playstream.producers.topics import MAX_MESSAGE_BYTES, ensure_topics
+from playstream.topics import MAX_MESSAGE_BYTES
+from playstream.producers.topics import ensure_topics
 from playstream.records import MAX_RECORD_BYTES, GameRecord
 from playstream.selfplay import generate_records
 from playstream.streams import decode_announcement, decode_dead_letter

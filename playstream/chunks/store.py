@@ -9,7 +9,6 @@ Layout::
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
@@ -18,11 +17,12 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Iterator
+from typing import Iterator
 
 from playstream.chunks.naming import ChunkName, validate_stream_id
 from playstream.durable import fsync_dir
 from playstream.errors import ChunkError
+from playstream.locks import ProcessLock, holder_of
 
 _CONFIG_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 TEMP_SUFFIX = ".tmp"
@@ -38,20 +38,6 @@ class SealedChunk:
     rows: int
     games: int
     sha256: str
-
-
-class StreamLock:
-    """An exclusive flock on one stream. The kernel releases it when the holder dies, even by
-    SIGKILL, so a crashed writer never blocks its successor."""
-
-    def __init__(self, fh: IO[str], stream: str) -> None:
-        self._fh = fh
-        self.stream = stream
-
-    def release(self) -> None:
-        if not self._fh.closed:
-            fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
-            self._fh.close()
 
 
 class ChunkStore:
@@ -98,30 +84,18 @@ class ChunkStore:
                 out[key] = names
         return out
 
-    def lock_stream(self, stream: str, scope: str, *, timeout: float = 0.0) -> StreamLock:
+    def lock_stream(self, stream: str, scope: str, *, timeout: float = 0.0) -> ProcessLock:
         """Take the writer lock of (stream, encoder scope), waiting up to ``timeout`` seconds
         (a revoked owner may still be finishing); ChunkError if another process keeps it."""
         validate_stream_id(stream)
         locks = self.root / "locks"
         locks.mkdir(exist_ok=True)
         path = locks / f"{stream}@{scope}.lock"
-        fh = open(path, "a+")
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    fh.close()
-                    raise ChunkError("another writer holds this stream's lock", stream=stream,
-                                     path=str(path)) from None
-                time.sleep(0.05)
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"{os.getpid()}\n")
-        fh.flush()
-        return StreamLock(fh, stream)
+        lock = ProcessLock.acquire(path, timeout=timeout)
+        if lock is None:
+            raise ChunkError("another writer holds this stream's lock", stream=stream,
+                             path=str(path), holder_pid=holder_of(path))
+        return lock
 
     def temp_path(self, config_key: str, name: ChunkName, token: str) -> Path:
         return self.config_dir(config_key, create=True) / f".{name.filename}.{token}{TEMP_SUFFIX}"

@@ -17,10 +17,11 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from playstream.chunks.naming import ChunkName, validate_stream_id
-from playstream.chunks.store import ChunkStore, SealedChunk, StreamLock
+from playstream.chunks.store import ChunkStore, SealedChunk
 from playstream.durable import fsync_dir
 from playstream.dataset import DatasetConfig, NPZDatasetWriter, RowBatch, read_metadata
 from playstream.errors import ChunkError
+from playstream.locks import ProcessLock
 
 MAX_SKIPPED_LISTED = 1000
 
@@ -89,7 +90,7 @@ class ChunkWriter:
         self.source = dict(source or {})
         self.always = always
         self._clock = clock
-        self._lock: StreamLock | None = store.lock_stream(stream, scope, timeout=lock_timeout)
+        self._lock: ProcessLock | None = store.lock_stream(stream, scope, timeout=lock_timeout)
         self._sealed: dict[str, list[ChunkName]] = {}
         self._recovery: _Recovery | None = None
         self._next = 0

@@ -3,7 +3,8 @@
 Both are read as a sequence of `SourceItem`s whose `position` (line number, or the game's
 insertion sequence number in the database) is what chunk names and error messages cite.
 """
-from playstream.gamefiles.source import SourceItem, open_game_source
+from playstream.gamefiles.item import SourceItem
+from playstream.gamefiles.source import open_game_source
 from playstream.gamefiles.jsonl import JsonlWriter, iter_jsonl
 from playstream.gamefiles.sqlite import GameDatabase, iter_database
 

@@ -7,7 +7,7 @@ from types import TracebackType
 from typing import Iterator
 
 from playstream.errors import GameFileError, RecordError
-from playstream.gamefiles.source import SourceItem
+from playstream.gamefiles.item import SourceItem
 from playstream.records import MAX_RECORD_BYTES, GameRecord, decode_json_line
 
 

@@ -1,29 +1,17 @@
-"""A game file as an ordered stream of raw records, each with the position it came from."""
+"""A game file as an ordered stream of raw records, chosen by the file's suffix."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
-from playstream.errors import GameFileError, RecordError
+from playstream.errors import GameFileError
+from playstream.gamefiles.item import SourceItem
+from playstream.gamefiles.jsonl import iter_jsonl
+from playstream.gamefiles.sqlite import iter_database
 
-@dataclass(frozen=True)
-class SourceItem:
-    """One record as read: its decoded mapping, or the error that stopped decoding it.
-
-    ``position`` is 1-based and stable for a file that is only appended to, so a chunk can
-    name the record range it holds and a rerun can skip what is already sealed.
-    """
-
-    position: int
-    data: dict[str, Any] | None
-    error: RecordError | None
 
 def open_game_source(path: str | Path, *, start: int = 1) -> Iterator[SourceItem]:
     """Iterate a `.jsonl` or `.db` game file from record ``start`` on."""
-    from playstream.gamefiles.jsonl import iter_jsonl
-    from playstream.gamefiles.sqlite import iter_database
-
     p = Path(path)
     if not p.exists():
         raise GameFileError("game file does not exist", file=str(p))

@@ -12,7 +12,7 @@ from types import TracebackType
 from typing import Any, Iterator
 
 from playstream.errors import GameFileError, RecordError
-from playstream.gamefiles.source import SourceItem
+from playstream.gamefiles.item import SourceItem
 from playstream.records import GameRecord
 
 FORMAT_NAME = "playstream-games"

@@ -12,15 +12,19 @@ import threading
 from pathlib import Path
 from types import FrameType
 
+from typing import TYPE_CHECKING
+
 import click
 
-from playstream.cli.common import Duration, Summary, reports_errors
-from playstream.cli.export import build_compact_options, compaction_options
-from playstream.cli.stream import SIDE_TOPIC_PARTITIONS
-from playstream.consumers.service import DEFAULT_GROUP, CycleReport, FinalizerService
+from playstream.cli.common import Duration, Summary, kafka_extra, reports_errors
+from playstream.cli.options import (bootstrap_option, chunk_store_option, compaction_options,
+                                    shared_option)
+from playstream.compaction import CompactOptions
 from playstream.errors import PlaystreamError
-from playstream.producers.topics import DEFAULT_CHUNKS_TOPIC, ensure_topics
+from playstream.topics import DEFAULT_CHUNKS_TOPIC, FINALIZER_GROUP, SIDE_TOPIC_PARTITIONS
 
+if TYPE_CHECKING:
+    from playstream.consumers.service import CycleReport, FinalizerService
 
 
 def _summarise(report: CycleReport) -> Summary:
@@ -54,16 +58,16 @@ def _run_until_signalled(service: FinalizerService) -> None:
 
 
 @click.command("finalize")
-@click.option("--bootstrap", required=True, help="Kafka bootstrap server HOST:PORT.")
-@click.option("--chunks", "chunk_dir", required=True,
-              type=click.Path(file_okay=False, path_type=Path),
-              help="The chunk store the stream processors seal chunks into.")
-@click.option("--output", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Datasets folder: one dataset directory per configuration key.")
+@bootstrap_option(required=True)
+@chunk_store_option(required=True,
+                    help_text="The chunk store the stream processors seal chunks into.")
+@shared_option("--output", required=True, type=click.Path(file_okay=False, path_type=Path),
+               help="Datasets folder: one dataset directory per configuration key.")
 @click.option("--every", "every_s", type=Duration(), default="60s", show_default=True,
               help="How often configurations with new chunks are republished.")
-@click.option("--chunks-topic", default=DEFAULT_CHUNKS_TOPIC, show_default=True)
-@click.option("--group", default=DEFAULT_GROUP, show_default=True,
+@shared_option("--chunks-topic", default=DEFAULT_CHUNKS_TOPIC, show_default=True,
+               help="Chunk announcement topic.")
+@click.option("--group", default=FINALIZER_GROUP, show_default=True,
               help="Consumer group that holds the committed offsets.")
 @click.option("--once", is_flag=True,
               help="Publish what the store and the topic hold now, then exit.")
@@ -76,14 +80,12 @@ def _run_until_signalled(service: FinalizerService) -> None:
 @reports_errors
 def finalize_cmd(bootstrap: str, chunk_dir: Path, output: Path, every_s: float,
                  chunks_topic: str, group: str, once: bool, retain_s: float | None,
-                 keep_versions: int, window: str, shuffle: bool, seed: int,
-                 val_fraction: float, shard_rows: int | None, sample_every: int,
-                 min_moves: int, dense_policy: bool, memory_mb: int) -> None:
+                 keep_versions: int, compact_options: CompactOptions) -> None:
     """Republish the datasets of configurations with new chunks, continuously."""
-    options = dataclasses.replace(
-        build_compact_options(window, shuffle, seed, val_fraction, shard_rows, sample_every,
-                         min_moves, dense_policy, memory_mb),
-        keep_versions=keep_versions)
+    with kafka_extra("finalize"):
+        from playstream.consumers.service import FinalizerService
+        from playstream.producers.topics import ensure_topics
+    options = dataclasses.replace(compact_options, keep_versions=keep_versions)
     # Created here as `playstream stream` creates it, whichever starts first: a topic the
     # broker auto-created would have the wrong settings and make the processors refuse it.
     ensure_topics(bootstrap, {chunks_topic: SIDE_TOPIC_PARTITIONS})

@@ -17,16 +17,15 @@ from pathlib import Path
 import click
 
 from playstream.chunks import ChunkStore
-from playstream.cli.common import Summary, progress, reports_errors
-from playstream.consumers.publish import read_manifest
+from playstream.cli.common import Summary, kafka_extra, progress, reports_errors
+from playstream.cli.options import bootstrap_option
+from playstream.compaction.publish import read_manifest
 from playstream.dataset import read_metadata
 from playstream.encoders.versions import ExportSettings
 from playstream.errors import PlaystreamError
-from playstream.localkafka import LocalKafka
-from playstream.producers.topics import (DEFAULT_CHUNKS_TOPIC, DEFAULT_DLQ_TOPIC,
-                                         DEFAULT_GAMES_TOPIC, ensure_topics)
+from playstream.topics import DEFAULT_CHUNKS_TOPIC, DEFAULT_DLQ_TOPIC, DEFAULT_GAMES_TOPIC
 
-CLI = [sys.executable, "-m", "playstream.cli"]
+CLI = [sys.executable, "-m", "playstream"]
 POLL_S = 0.5
 
 
@@ -65,23 +64,30 @@ def _published_games(dataset: Path) -> int:
 
 
 @click.command("demo")
-@click.option("--bootstrap", default=None,
-              help="Use this broker instead of starting a local one.")
+@bootstrap_option(required=False,
+                  help_text="Use this broker (HOST:PORT[,...]) instead of starting a local one.")
 @click.option("--dir", "work_dir", type=click.Path(file_okay=False, path_type=Path),
               default=Path("playstream-demo"), show_default=True,
               help="Where the broker, spools, chunks, datasets and logs go.")
-@click.option("--games", type=click.IntRange(1, None), default=200, show_default=True)
-@click.option("--workers", type=click.IntRange(1, 16), default=2, show_default=True)
-@click.option("--board-type", default="square8", show_default=True)
-@click.option("--num-players", type=click.IntRange(2, 4), default=2, show_default=True)
+@click.option("--games", type=click.IntRange(1, None), default=200, show_default=True,
+              help="Games to play, split across the workers.")
+@click.option("--workers", type=click.IntRange(1, 16), default=2, show_default=True,
+              help="Self-play worker processes.")
+@click.option("--board-type", default="square8", show_default=True,
+              help="Board of the built-in connect game.")
+@click.option("--num-players", type=click.IntRange(2, 4), default=2, show_default=True,
+              help="Players per game.")
 @click.option("--agent", type=click.Choice(["random", "mcts"]), default="random",
-              show_default=True)
+              show_default=True, help="Self-play agent.")
 @click.option("--timeout", type=click.IntRange(10, None), default=600, show_default=True,
               help="Seconds to wait for the dataset before giving up.")
 @reports_errors
 def demo_cmd(bootstrap: str | None, work_dir: Path, games: int, workers: int, board_type: str,
              num_players: int, agent: str, timeout: int) -> None:
     """Run self-play → Kafka → stream processor → finalizer for a bounded number of games."""
+    with kafka_extra("demo"):
+        from playstream.localkafka import LocalKafka
+        from playstream.producers.topics import ensure_topics
     work_dir = work_dir.resolve()
     logs = work_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ import numpy as np
 
 from playstream.errors import PlaystreamError
 from playstream.games import get_game
-from playstream.games.agents import Agent, MCTSAgent, RandomAgent, play_game
+from playstream.selfplay.agents import Agent, MCTSAgent, RandomAgent, play_game
 from playstream.records import GameRecord, SearchStats, Source
 
 AGENTS = ("random", "mcts")

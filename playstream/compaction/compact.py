@@ -34,9 +34,9 @@ import numpy as np
 
 from playstream.chunks import ChunkName, ChunkStore
 from playstream.chunks.writer import file_sha256
-from playstream.consumers.publish import (SPLITS, ChunkEntry, OutputEntry, Publication,
+from playstream.compaction.publish import (SPLITS, ChunkEntry, OutputEntry, Publication,
                                           QuarantinedChunk, build_manifest, is_single_file)
-from playstream.consumers.windows import AllRows, WindowPolicy
+from playstream.compaction.windows import AllRows, WindowPolicy
 from playstream.dataset import (DatasetConfig, NPZDatasetWriter, RowBatch, iter_row_batches,
                                 load_npz_dataset, read_metadata, validate_npz_dataset)
 from playstream.dataset.checks import row_shape

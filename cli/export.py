@@ -10,11 +10,13 @@ import click
 
 from playstream.chunks import ChunkStore, ChunkWriter, file_stream_id
 from playstream.cli.common import Summary, progress, reports_errors
-from playstream.consumers.compaction import CompactOptions, CompactionResult, compact
-from playstream.consumers.windows import parse_window
+from playstream.cli.options import (EncoderChoice, chunk_rows_option, chunk_store_option,
+                                    compaction_options, encoder_options, progress_option,
+                                    shared_option)
+from playstream.compaction.compact import CompactOptions, CompactionResult, compact
 from playstream.dataset.config import encoder_scope
 from playstream.encoders.cache import ExportCache
-from playstream.encoders.versions import FEATURE_VERSIONS, ExportSettings, get_feature_version
+from playstream.encoders.versions import ExportSettings
 from playstream.errors import GameFileError
 from playstream.gamefiles import open_game_source
 from playstream.incremental import IncrementalExporter, RecordFilter
@@ -66,40 +68,6 @@ def summarise_compaction(summary: Summary, result: CompactionResult) -> None:
     summary.outputs.extend(result.outputs)
 
 
-def build_compact_options(window: str, shuffle: bool, seed: int, val_fraction: float,
-                     shard_rows: int | None, sample_every: int, min_moves: int,
-                     dense_policy: bool, memory_mb: int) -> CompactOptions:
-    return CompactOptions(window=parse_window(window), shuffle=shuffle, seed=seed,
-                          val_fraction=val_fraction, shard_rows=shard_rows,
-                          sample_every=sample_every, min_moves=min_moves,
-                          dense_policy=dense_policy, memory_budget_bytes=memory_mb << 20)
-
-
-_compaction_options = [
-    click.option("--window", default="all", show_default=True,
-                 help="all | N (newest N rows) | katago[:e=0.65,r=0.4,m=250000]."),
-    click.option("--shuffle/--no-shuffle", default=False, show_default=True),
-    click.option("--seed", type=int, default=0, show_default=True, help="Shuffle seed."),
-    click.option("--val-fraction", type=click.FloatRange(0.0, 0.5), default=0.0,
-                 show_default=True, help="Fraction of games (by game_id hash) for validation."),
-    click.option("--shard-rows", type=click.IntRange(1, None), default=None,
-                 help="Write shards of this many rows (output must be a folder)."),
-    click.option("--sample-every", type=click.IntRange(1, None), default=1, show_default=True,
-                 help="Keep positions whose move_number is a multiple of k."),
-    click.option("--min-moves", type=click.IntRange(0, None), default=0, show_default=True,
-                 help="Drop games shorter than this."),
-    click.option("--dense-policy", is_flag=True, help="Also write a dense policy array."),
-    click.option("--memory-mb", type=click.IntRange(16, None), default=256, show_default=True,
-                 help="Memory budget of the compaction (shuffle buckets, batches)."),
-]
-
-
-def compaction_options(fn):  # type: ignore[no-untyped-def]
-    for option in reversed(_compaction_options):
-        fn = option(fn)
-    return fn
-
-
 @click.command("export")
 @click.option("--db", "dbs", multiple=True, type=click.Path(path_type=Path),
               help="SQLite game database (repeatable).")
@@ -114,26 +82,22 @@ def compaction_options(fn):  # type: ignore[no-untyped-def]
               help="Registered game (entry point group playstream.games).")
 @click.option("--output", required=True, type=click.Path(path_type=Path),
               help="OUT.npz (one file) or a folder (versions + 'current' link).")
-@click.option("--feature-version", type=click.Choice(FEATURE_VERSIONS),
-              default=get_feature_version(), show_default=True)
-@click.option("--history-length", type=click.IntRange(0, 8), default=3, show_default=True)
+@encoder_options
 @click.option("--max-games", type=click.IntRange(1, None), default=None,
               help="Stop after this many exported games (a rerun continues).")
-@click.option("--chunks", "chunk_dir", type=click.Path(path_type=Path), default=None,
-              help="Chunk store (default: OUTPUT.chunks next to the output).")
-@click.option("--chunk-rows", type=click.IntRange(1, None), default=20_000, show_default=True)
+@chunk_store_option(required=False,
+                    help_text="Chunk store folder (default: OUTPUT.chunks next to the output).")
+@chunk_rows_option
 @click.option("--cache", "cache_dir", type=click.Path(path_type=Path), default=None,
               help="ExportCache folder: encoded games reused across chunk stores.")
-@click.option("--progress/--no-progress", "show_progress", default=True)
+@progress_option
 @compaction_options
 @reports_errors
 def export_cmd(dbs: tuple[Path, ...], jsonls: tuple[Path, ...], discovery: Path | None,
                board_type: str, num_players: int, game_name: str, output: Path,
-               feature_version: str,
-               history_length: int, max_games: int | None, chunk_dir: Path | None,
-               chunk_rows: int, cache_dir: Path | None, show_progress: bool, window: str,
-               shuffle: bool, seed: int, val_fraction: float, shard_rows: int | None,
-               sample_every: int, min_moves: int, dense_policy: bool, memory_mb: int) -> None:
+               encoder: EncoderChoice, max_games: int | None, chunk_dir: Path | None,
+               chunk_rows: int, cache_dir: Path | None, show_progress: bool,
+               compact_options: CompactOptions) -> None:
     """Export games to a training dataset through the chunk store (bounded memory)."""
     sources = [*dbs, *jsonls]
     if discovery is not None:
@@ -143,25 +107,24 @@ def export_cmd(dbs: tuple[Path, ...], jsonls: tuple[Path, ...], discovery: Path 
     for src in sources:
         if not src.is_file():
             raise GameFileError("game file does not exist", file=str(src))
-    options = build_compact_options(window, shuffle, seed, val_fraction, shard_rows, sample_every,
-                               min_moves, dense_policy, memory_mb)
     store = ChunkStore(chunk_dir or Path(f"{output}.chunks"))
     cache = ExportCache(cache_dir) if cache_dir else None
     summary = Summary("export")
     exported = 0
     config = ExportSettings(game=game_name, board_type=board_type, num_players=num_players,
-                            feature_version=feature_version,
-                            history_length=history_length).dataset_config()
+                            feature_version=encoder.feature_version,
+                            history_length=encoder.history_length).dataset_config()
     for src in sources:
         if max_games is not None and exported >= max_games:
             break
-        writer = ChunkWriter(store, file_stream_id(src), encoder_scope(feature_version,
-                                                                       history_length),
-                             max_rows=chunk_rows, max_bytes=(memory_mb << 20) // 4,
+        writer = ChunkWriter(store, file_stream_id(src), encoder_scope(encoder.feature_version,
+                                                                       encoder.history_length),
+                             max_rows=chunk_rows,
+                             max_bytes=compact_options.memory_budget_bytes // 4,
                              always=(config,),
                              source={"kind": "file", "file": str(src.resolve())})
-        exporter = IncrementalExporter(writer, feature_version=feature_version,
-                                       history_length=history_length,
+        exporter = IncrementalExporter(writer, feature_version=encoder.feature_version,
+                                       history_length=encoder.history_length,
                                        accept=config_filter(game_name, board_type, num_players),
                                        cache=cache)
         try:
@@ -185,32 +148,30 @@ def export_cmd(dbs: tuple[Path, ...], jsonls: tuple[Path, ...], discovery: Path 
         finally:
             writer.close()
     with progress(None, "compact", "row", enabled=show_progress) as bar:
-        result = compact(store, config.key(), output, options,
+        result = compact(store, config.key(), output, compact_options,
                          progress=lambda done: bar.update(done - bar.n))
     summarise_compaction(summary, result)
     summary.echo()
 
 
 @click.command("compact")
-@click.option("--chunks", "chunk_dir", required=True,
-              type=click.Path(path_type=Path, file_okay=False, exists=True))
-@click.option("--output", required=True, type=click.Path(path_type=Path))
+@shared_option("--chunks", "chunk_dir", required=True,
+               type=click.Path(path_type=Path, file_okay=False, exists=True),
+               help="Chunk store folder to compact.")
+@click.option("--output", required=True, type=click.Path(path_type=Path),
+              help="OUT.npz (one file) or a folder (versions + 'current' link).")
 @click.option("--config", "config_key", default=None,
               help="Configuration key (a folder of the chunk store); needed when it holds "
                    "several.")
-@click.option("--progress/--no-progress", "show_progress", default=True)
+@progress_option
 @compaction_options
 @reports_errors
 def compact_cmd(chunk_dir: Path, output: Path, config_key: str | None, show_progress: bool,
-                window: str, shuffle: bool, seed: int, val_fraction: float,
-                shard_rows: int | None, sample_every: int, min_moves: int, dense_policy: bool,
-                memory_mb: int) -> None:
+                compact_options: CompactOptions) -> None:
     """Compact sealed chunks into a dataset (ad hoc; the finalizer does it continuously)."""
-    options = build_compact_options(window, shuffle, seed, val_fraction, shard_rows, sample_every,
-                               min_moves, dense_policy, memory_mb)
     summary = Summary("compact")
     with progress(None, "compact", "row", enabled=show_progress) as bar:
-        result = compact(ChunkStore(chunk_dir), config_key, output, options,
+        result = compact(ChunkStore(chunk_dir), config_key, output, compact_options,
                          progress=lambda done: bar.update(done - bar.n))
     summarise_compaction(summary, result)
     summary.echo()

@@ -12,7 +12,6 @@ so retention can prove a chunk was published before deleting it) and every outpu
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
@@ -22,11 +21,12 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, NamedTuple
+from typing import Any, NamedTuple
 
 from playstream.dataset import DatasetConfig
 from playstream.durable import fsync_dir
 from playstream.errors import DatasetError, PlaystreamError
+from playstream.locks import ProcessLock, holder_of
 
 MANIFEST_FORMAT = "playstream-manifest"
 MANIFEST_VERSION = 1
@@ -130,7 +130,7 @@ class Publication:
         self._tmp_prefix = (f".{self.output.name}{_TMP_PREFIX}" if self.single_file
                             else _TMP_PREFIX)
         self.staging = self._parent / f"{self._tmp_prefix}{uuid.uuid4().hex}"
-        self._lock: IO[str] | None = None
+        self._lock: ProcessLock | None = None
         self._committed = False
 
     @property
@@ -162,26 +162,15 @@ class Publication:
             self._release_lock()
 
     def _take_lock(self) -> None:
-        fh = open(self.lock_path, "a+")
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read(32).strip()
-            fh.close()
+        self._lock = ProcessLock.acquire(self.lock_path)
+        if self._lock is None:
             raise DatasetError(f"another finalizer is publishing to this output (lock "
-                               f"{self.lock_path} held by pid {holder or 'unknown'})",
-                               path=str(self.output), check="lock") from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"{os.getpid()}\n")
-        fh.flush()
-        self._lock = fh
+                               f"{self.lock_path} held by pid {holder_of(self.lock_path)})",
+                               path=str(self.output), check="lock")
 
     def _release_lock(self) -> None:
         if self._lock is not None:
-            fcntl.flock(self._lock.fileno(), fcntl.LOCK_UN)
-            self._lock.close()
+            self._lock.release()
             self._lock = None
 
     def _sweep_staging(self) -> None:

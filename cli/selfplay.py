@@ -8,6 +8,7 @@ from types import FrameType
 import click
 
 from playstream.cli.common import Summary, progress, reports_errors
+from playstream.cli.options import progress_option
 from playstream.cli.publish import run_selfplay_worker, selfplay_worker_options
 from playstream.errors import GameFileError
 from playstream.gamefiles import GameDatabase, JsonlWriter
@@ -36,7 +37,7 @@ def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
               help="Registered game (entry point group playstream.games).")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="A .jsonl file or a .db game database; games are appended.")
-@click.option("--progress/--no-progress", "show_progress", default=True)
+@progress_option
 @selfplay_worker_options
 @reports_errors
 def selfplay_cmd(board_type: str, num_players: int, count: int | None, forever: bool,

@@ -19,7 +19,7 @@ from playstream.dataset.config import key_scope
 from playstream.chunks import ChunkName, ChunkStore
 from playstream.durable import fsync_dir
 from playstream.chunks.writer import file_sha256
-from playstream.consumers.compaction import sealed_time
+from playstream.compaction.compact import sealed_time
 from playstream.dataset import read_metadata
 from playstream.errors import PlaystreamError
 

@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 import click
 from tqdm import tqdm
 
-from playstream.cli.common import Summary, progress, reports_errors
+from playstream.cli.common import Summary, kafka_extra, progress, reports_errors
+from playstream.cli.options import bootstrap_option, partitions_option, topic_option
 from playstream.errors import PlaystreamError, RecordError
 from playstream.gamefiles import open_game_source
-from playstream.producers.topics import DEFAULT_GAMES_PARTITIONS, DEFAULT_GAMES_TOPIC
+from playstream.topics import DEFAULT_GAMES_PARTITIONS
 from playstream.records import GameRecord, parse_record
 
 if TYPE_CHECKING:
@@ -27,11 +28,8 @@ log = logging.getLogger("playstream.producers")
 def _open_publisher(bootstrap: str, topic: str, spool_dir: Path,
                     partitions: int) -> GamePublisher:
     """Imported here so that the rest of the CLI works without the optional kafka extra."""
-    try:
+    with kafka_extra("publish"):
         from playstream.producers.publisher import GamePublisher
-    except ImportError as err:
-        raise PlaystreamError(f"Kafka support is not installed ({err}): "
-                              "pip install 'playstream[kafka]'") from None
     return GamePublisher(bootstrap, topic, spool_dir=spool_dir, partitions=partitions)
 
 
@@ -56,10 +54,9 @@ def _close_and_check(publisher: GamePublisher, summary: Summary, timeout: float)
               help="A SQLite game database to publish.")
 @click.option("--jsonl", "jsonl", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="A JSONL game file to publish.")
-@click.option("--bootstrap", required=True, help="Kafka bootstrap server HOST:PORT.")
-@click.option("--topic", default=DEFAULT_GAMES_TOPIC, show_default=True)
-@click.option("--partitions", type=click.IntRange(1, 10_000), default=DEFAULT_GAMES_PARTITIONS,
-              show_default=True, help="Partitions of the topic if it has to be created.")
+@bootstrap_option(required=True)
+@topic_option
+@partitions_option
 @click.option("--spool", "spool_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Spool directory [default: the game file's path + '.spool'].")
 @click.option("--timeout", type=click.FloatRange(0, None), default=60.0, show_default=True,
@@ -113,12 +110,13 @@ def selfplay_worker_options(fn: F) -> F:
     fn = click.option("--spool", "spool_dir", type=click.Path(file_okay=False, path_type=Path),
                       default=DEFAULT_WORKER_SPOOL, show_default=True,
                       help="Spool directory of this worker (one per worker).")(fn)
-    fn = click.option("--partitions", type=click.IntRange(1, 10_000),
-                      default=DEFAULT_GAMES_PARTITIONS, show_default=True,
-                      help="Partitions of the topic if it has to be created.")(fn)
-    fn = click.option("--topic", default=DEFAULT_GAMES_TOPIC, show_default=True)(fn)
-    fn = click.option("--bootstrap", default=None,
-                      help="Kafka bootstrap server HOST:PORT: publish games to Kafka.")(fn)
+    fn = partitions_option(fn)
+    fn = topic_option(fn)
+    # Not from the environment: a worker with --output must not start publishing because
+    # PLAYSTREAM_BOOTSTRAP_SERVERS happens to be set.
+    fn = click.option("--bootstrap-server", "--bootstrap", "bootstrap", default=None,
+                      help="Kafka bootstrap servers HOST:PORT[,...]: publish games to Kafka "
+                           "instead of a file.")(fn)
     return fn
 
 

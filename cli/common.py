@@ -5,6 +5,7 @@ import functools
 import re
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -17,6 +18,22 @@ from playstream.errors import PlaystreamError
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_DATA_ERROR = 1
+EXIT_USAGE = 2
+KAFKA_CLIENTS = ("kafka", "aiokafka", "faust", "mode")
+
+
+@contextmanager
+def kafka_extra(command: str) -> Iterator[None]:
+    """Around the imports of a command that needs the broker: without the ``kafka`` extra,
+    one line naming it and exit 2, instead of a traceback at start-up of every command."""
+    try:
+        yield
+    except ModuleNotFoundError as err:
+        if (err.name or "").split(".")[0] not in KAFKA_CLIENTS:
+            raise
+        click.echo(f"error: `playstream {command}` needs the Kafka extra ({err.name} is not "
+                   "installed): pip install 'playstream[kafka]'", err=True)
+        sys.exit(EXIT_USAGE)
 
 
 def reports_errors(fn: F) -> F:

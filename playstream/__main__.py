@@ -1,0 +1,4 @@
+"""`python -m playstream` is the `playstream` command."""
+from playstream.cli.main import main
+
+main()
