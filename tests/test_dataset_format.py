@@ -1,5 +1,8 @@
 """The NPZ dataset format: writer/reader round trips, metadata, and every validator check on
-real files, including hand-made broken ones."""
+real files, including hand-made broken ones.
+
+The hand-made files here edit format 1's members (one dense ``features`` array), which every
+reader still reads; tests/test_format2.py covers what format 2 stores differently."""
 from __future__ import annotations
 
 import hashlib
@@ -52,6 +55,7 @@ def make_batch(rng: np.random.Generator, n: int, prefix: str = "game-") -> RowBa
 
 
 def write(path: Path, batches: list[RowBatch], **options: object) -> Path:
+    options.setdefault("format_version", 1)
     with NPZDatasetWriter(path, CONFIG, **options) as writer:  # type: ignore[arg-type]
         for b in batches:
             writer.write(b)

@@ -21,8 +21,8 @@ from typing import IO, Any
 
 import numpy as np
 
-from playstream.dataset.schema import (FORMAT_NAME, FORMAT_VERSION, MAX_MEMBERS,
-                                       MAX_METADATA_BYTES, METADATA, checksum_hasher)
+from playstream.dataset.schema import (FORMAT_NAME, MAX_MEMBERS, MAX_METADATA_BYTES, METADATA,
+                                       READABLE_VERSIONS, checksum_hasher)
 from playstream.errors import DatasetError
 
 BLOCK_BYTES = 8 << 20
@@ -158,11 +158,12 @@ class Archive:
             raise fail(f"is not valid JSON: {exc}") from None
         if not isinstance(metadata, dict):
             raise fail(f"JSON is a {type(metadata).__name__}, not an object")
-        if metadata.get("format") != FORMAT_NAME or metadata.get("format_version") != \
-                FORMAT_VERSION:
-            raise fail(f"format is {metadata.get('format')!r} version "
-                       f"{metadata.get('format_version')!r}, expected {FORMAT_NAME!r} version "
-                       f"{FORMAT_VERSION}")
+        version = metadata.get("format_version")
+        if metadata.get("format") != FORMAT_NAME or isinstance(version, bool) \
+                or version not in READABLE_VERSIONS:
+            raise fail(f"format is {metadata.get('format')!r} version {version!r}, expected "
+                       f"{FORMAT_NAME!r} version "
+                       f"{' or '.join(map(str, READABLE_VERSIONS))}")
         return metadata
 
     def memmap(self, member: Member) -> np.ndarray:

@@ -15,8 +15,10 @@ from typing import Any, Callable
 from playstream.dataset.archive import Archive, Member
 from playstream.dataset.checks import row_shape
 from playstream.dataset.config import DatasetConfig
-from playstream.dataset.schema import (BATCH_ARRAYS, DENSE_POLICY, METADATA, NDIM,
-                                       REQUIRED_METADATA_KEYS, dtype_matches,
+from playstream.dataset.packing import FeatureStorage, packed_width
+from playstream.dataset.schema import (DENSE_FORMAT_VERSION, DENSE_POLICY, FEATURE_BITS,
+                                       FEATURE_CONSTANT, FEATURE_FLOATS, FORMAT_VERSION, METADATA,
+                                       NDIM, REQUIRED_METADATA_KEYS, dtype_matches,
                                        expected_dtype_text, file_arrays, per_row_arrays)
 from playstream.errors import DatasetError
 
@@ -33,6 +35,8 @@ class Layout:
     members: dict[str, Member]
     metadata: dict[str, Any]
     config: DatasetConfig
+    version: int
+    storage: FeatureStorage | None  # format 2: how the feature channels are stored
 
     @property
     def path(self) -> str:
@@ -48,7 +52,7 @@ class Layout:
 
     @property
     def arrays(self) -> tuple[str, ...]:
-        return file_arrays(DENSE_POLICY in self.members)
+        return file_arrays(DENSE_POLICY in self.members, self.version)
 
     def close(self) -> None:
         self.archive.close()
@@ -69,6 +73,12 @@ class _Inspection:
         self.members: dict[str, Member] = {}
         self.metadata: dict[str, Any] = {}
         self.config: DatasetConfig | None = None
+        self.storage: FeatureStorage | None = None
+        self.version = FORMAT_VERSION  # told apart by the members; metadata must agree
+
+    @property
+    def dense(self) -> bool:
+        return DENSE_POLICY in self.members
 
     def fail(self, message: str, check: str, array: str | None = None) -> DatasetError:
         return DatasetError(message, path=self.path, array=array, check=check)
@@ -88,12 +98,15 @@ class _Inspection:
                                 "no_pickle", m.name)
 
     def members_present(self) -> None:
-        for name in BATCH_ARRAYS + (METADATA,):
+        if "features" in self.members:
+            self.version = DENSE_FORMAT_VERSION
+        expected = file_arrays(False, self.version) + (METADATA,)
+        for name in expected:
             if name not in self.members:
                 raise self.fail("required array is missing", "members", name)
         for name in self.members:
-            if name not in BATCH_ARRAYS + (METADATA, DENSE_POLICY):
-                raise self.fail("is not an array of the format", "members", name)
+            if name not in expected + (DENSE_POLICY,):
+                raise self.fail(f"is not an array of format {self.version}", "members", name)
 
     def dtypes(self) -> None:
         for m in self.members.values():
@@ -114,7 +127,7 @@ class _Inspection:
                 raise self.fail(f"has shape {m.shape}, expected {expected_ndim} dimensions",
                                 "shapes", m.name)
         n = self.members["values"].shape[0]
-        for name in per_row_arrays(DENSE_POLICY in self.members):
+        for name in per_row_arrays(self.dense, self.version):
             rows = self.members[name].shape[0]
             if rows != n:
                 raise self.fail(f"has {rows} rows, values has {n}", "shapes", name)
@@ -136,13 +149,26 @@ class _Inspection:
             config = DatasetConfig.from_metadata(meta)
         except DatasetError as err:
             raise self.fail(err.message, "metadata", METADATA) from None
-        dense = DENSE_POLICY in self.members
+        dense = self.dense
         n = self.members["values"].shape[0]
-        for name in per_row_arrays(dense):
-            if self.members[name].shape[1:] != row_shape(name, config):
-                raise self.fail(f"row shape {self.members[name].shape[1:]} disagrees with the "
-                                f"metadata ({row_shape(name, config)}: channels, "
-                                f"global_names, height, width, policy_size)", "metadata", name)
+        if meta["format_version"] != self.version:
+            raise self.fail(f"format_version is {meta['format_version']}, but the members are "
+                            f"those of format {self.version}", "metadata", METADATA)
+        if self.version != DENSE_FORMAT_VERSION:
+            try:
+                self.storage = FeatureStorage.from_metadata(meta.get("feature_storage"),
+                                                            len(config.channels), self.path)
+            except DatasetError as err:
+                raise self.fail(err.message, "metadata", METADATA) from None
+        for name in per_row_arrays(dense, self.version) + (
+                (FEATURE_CONSTANT,) if self.storage else ()):
+            want = self._stored_shape(name, config)
+            got = self.members[name].shape[1:] if name != FEATURE_CONSTANT \
+                else self.members[name].shape
+            if got != want:
+                raise self.fail(f"row shape {got} disagrees with the metadata ({want}: "
+                                f"channels, feature_storage, global_names, height, width, "
+                                f"policy_size)", "metadata", name)
         rules: list[tuple[bool, str]] = [
             (_is_int(meta["rows"]) and meta["rows"] == n,
              f"rows is {meta['rows']!r}, the arrays hold {n}"),
@@ -155,7 +181,7 @@ class _Inspection:
             (_is_iso_time(meta["created_at"]),
              f"created_at {meta['created_at']!r} is not an ISO time"),
             (isinstance(meta["checksums"], dict)
-             and set(meta["checksums"]) == set(file_arrays(dense))
+             and set(meta["checksums"]) == set(file_arrays(dense, self.version))
              and all(isinstance(v, str) and _SHA256_HEX.fullmatch(v)
                      for v in meta["checksums"].values()),
              "checksums must map every array except metadata to a sha256 hex digest"),
@@ -164,6 +190,17 @@ class _Inspection:
             if not ok:
                 raise self.fail(message, "metadata", METADATA)
         self.metadata, self.config = meta, config
+
+    def _stored_shape(self, name: str, config: DatasetConfig) -> tuple[int, ...]:
+        """Shape of one row of a stored array (of the whole array for the constant planes)."""
+        storage, h, w = self.storage, config.height, config.width
+        if storage is not None and name == FEATURE_BITS:
+            return (len(storage.bits), packed_width(h * w))
+        if storage is not None and name == FEATURE_FLOATS:
+            return (len(storage.floats), h, w)
+        if storage is not None and name == FEATURE_CONSTANT:
+            return (len(storage.constant), h, w)
+        return row_shape(name, config)
 
     def steps(self) -> tuple[tuple[str, Callable[[], None]], ...]:
         return tuple(zip(STRUCTURE_CHECKS, (
@@ -203,7 +240,8 @@ def check_structure(path: str | Path,
             return None
         record(name, None)
     assert state.archive is not None and state.config is not None
-    return Layout(state.archive, state.members, state.metadata, state.config)
+    return Layout(state.archive, state.members, state.metadata, state.config, state.version,
+                  state.storage)
 
 
 def open_layout(path: str | Path) -> Layout:

@@ -17,7 +17,8 @@ from playstream.dataset.config import DatasetConfig
 from playstream.dataset.layout import open_layout
 from playstream.dataset.rowblocks import (compare_checksums, iter_blocks, member_streams,
                                           verify_checksums)
-from playstream.dataset.schema import BATCH_ARRAYS, DENSE_POLICY, METADATA
+from playstream.dataset.schema import (BATCH_ARRAYS, DENSE_POLICY, FEATURE_BITS,
+                                       FEATURE_CONSTANT, FEATURE_FLOATS, METADATA)
 from playstream.errors import DatasetError
 
 
@@ -34,8 +35,9 @@ class Dataset:
 
 def load_npz_dataset(path: str | Path, *, verify: bool = True, mmap: bool = False) -> Dataset:
     """The whole file in memory, or with ``mmap`` as read-only maps of the file (needs a file
-    written without compression). ``verify`` compares every array with its checksum; it reads
-    the data once more when mapping."""
+    written without compression; format 2's packed planes are unpacked into memory, the other
+    arrays stay mapped). ``verify`` compares every array with its checksum; it reads the data
+    once more when mapping. ``rows.features`` is always dense float32 [N, C, H, W]."""
     with open_layout(path) as layout:
         if mmap:
             arrays = {name: layout.archive.memmap(layout.members[name])
@@ -47,6 +49,11 @@ def load_npz_dataset(path: str | Path, *, verify: bool = True, mmap: bool = Fals
                 arrays = {name: stream.read_all() for name, stream in streams.items()}
                 if verify:
                     compare_checksums(layout, streams)
+        if layout.storage is not None:  # format 2: rebuild the dense planes
+            config = layout.config
+            arrays["features"] = layout.storage.unpack(
+                np.asarray(arrays.pop(FEATURE_BITS)), np.asarray(arrays.pop(FEATURE_FLOATS)),
+                np.asarray(arrays.pop(FEATURE_CONSTANT)), config.height, config.width)
         try:
             rows = RowBatch(**{name: arrays[name] for name in BATCH_ARRAYS})
         except DatasetError as err:  # e.g. a decreasing policy_indptr: say which file

@@ -7,7 +7,7 @@ a hostile policy_indptr cannot make a block unbounded.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -15,15 +15,19 @@ from playstream.dataset.archive import MemberStream
 from playstream.dataset.batch import RowBatch
 from playstream.dataset.checks import csr_problem
 from playstream.dataset.layout import Layout
-from playstream.dataset.schema import DENSE_POLICY, PER_ROW_ARRAYS, per_row_arrays
+from playstream.dataset.schema import (DENSE_POLICY, FEATURE_BITS, FEATURE_CONSTANT,
+                                       FEATURE_FLOATS, PER_ROW_ARRAYS, per_row_arrays)
 from playstream.errors import DatasetError
 
 
 def block_rows_for(layout: Layout, budget_bytes: int) -> int:
     """Rows per block so that one block (with the worst-case policy entries) fits the budget."""
     per_row = sum(layout.members[name].item_bytes
-                  for name in per_row_arrays(DENSE_POLICY in layout.members))
+                  for name in per_row_arrays(DENSE_POLICY in layout.members, layout.version))
     per_row += 8 * layout.config.policy_size + 8  # indices + values of a full row, indptr
+    if layout.storage is not None:  # packed planes are unpacked to dense float32 in memory
+        config = layout.config
+        per_row += 4 * len(config.channels) * config.height * config.width
     return max(1, budget_bytes // per_row)
 
 
@@ -36,6 +40,7 @@ def iter_blocks(layout: Layout, block_rows: int, *, verify: bool
         raise DatasetError(f"block_rows must be at least 1, got {block_rows}",
                            path=layout.path, check="arguments")
     with member_streams(layout, verify=verify) as streams:
+        read_features = features_reader(layout, streams)
         end = int(streams["policy_indptr"].read(1)[0])
         if end != 0:
             raise DatasetError(f"starts at {end}, not 0", path=layout.path,
@@ -55,7 +60,9 @@ def iter_blocks(layout: Layout, block_rows: int, *, verify: bool
             rows = RowBatch(policy_indptr=indptr - indptr[0],
                             policy_indices=streams["policy_indices"].read(entries),
                             policy_values=streams["policy_values"].read(entries),
-                            **{name: streams[name].read(count) for name in PER_ROW_ARRAYS})
+                            features=read_features(count),
+                            **{name: streams[name].read(count) for name in PER_ROW_ARRAYS
+                               if name != "features"})
             dense = streams[DENSE_POLICY].read(count) if DENSE_POLICY in streams else None
             yield start, rows, dense
             end = int(indptr[-1])
@@ -64,6 +71,23 @@ def iter_blocks(layout: Layout, block_rows: int, *, verify: bool
                                path=layout.path, array="policy_indptr", check="csr")
         if verify:
             compare_checksums(layout, streams)
+
+
+def features_reader(layout: Layout, streams: dict[str, MemberStream]
+                    ) -> Callable[[int], np.ndarray]:
+    """``read(count)`` → the next ``count`` rows of dense float32 features, whichever format
+    the file has (format 2's constant planes are read once, here)."""
+    storage, config = layout.storage, layout.config
+    if storage is None:
+        return streams["features"].read
+    constant = streams[FEATURE_CONSTANT].read_all()
+
+    def read(count: int) -> np.ndarray:
+        return storage.unpack(streams[FEATURE_BITS].read(count),
+                              streams[FEATURE_FLOATS].read(count), constant, config.height,
+                              config.width)
+
+    return read
 
 
 @contextmanager

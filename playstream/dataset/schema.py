@@ -1,4 +1,9 @@
-"""Version 1 of the playstream NPZ format: array names, dtypes, bounds and the checksum rule.
+"""The playstream NPZ format, versions 1 and 2: array names, dtypes, bounds, the checksum rule.
+
+Version 1 stores the feature planes as one dense float32 array. Version 2 (the default) stores
+the same planes compactly: channels that hold only 0 and 1 as bits, channels that are the same
+in every row once per file, the rest as float32 (`playstream.dataset.packing`). Every other
+array is the same in both versions, and a reader gives both the same dense `RowBatch`.
 
 Everything the writer, the reader and the validator must agree on lives here, so that a change
 of the format is one edit plus a version bump. docs/FORMAT.md is the prose form of this module.
@@ -11,7 +16,9 @@ from typing import Final
 import numpy as np
 
 FORMAT_NAME: Final = "playstream-npz"
-FORMAT_VERSION: Final = 1
+FORMAT_VERSION: Final = 2  # what the writer writes unless asked for format 1 (dense)
+DENSE_FORMAT_VERSION: Final = 1
+READABLE_VERSIONS: Final = (1, 2)
 
 MAX_GAME_ID_LEN: Final = 128
 SEATS: Final = 4  # values_mp always has one column per possible seat 1..4
@@ -33,6 +40,11 @@ PER_ROW_ARRAYS: Final = ("features", "globals", "values", "values_mp", "game_id"
                          "move_number", "player", "num_players")
 FLOAT_ARRAYS: Final = ("features", "globals", "values", "values_mp", "policy_values",
                        DENSE_POLICY)
+# Format 2 stores `features` as these three members (see playstream.dataset.packing).
+FEATURE_BITS: Final = "features_bits"  # uint8 [N, Cb, ceil(H*W/8)], bit i = cell i
+FEATURE_FLOATS: Final = "features_float"  # float32 [N, Cf, H, W]
+FEATURE_CONSTANT: Final = "features_constant"  # float32 [Cc, H, W], once per file
+PACKED_FEATURES: Final = (FEATURE_BITS, FEATURE_FLOATS, FEATURE_CONSTANT)
 
 # game_id has no fixed dtype: it is '<U{n}' with 1 <= n <= MAX_GAME_ID_LEN (see is_game_id_dtype).
 FIXED_DTYPES: Final[dict[str, np.dtype]] = {
@@ -47,12 +59,15 @@ FIXED_DTYPES: Final[dict[str, np.dtype]] = {
     "player": np.dtype("i1"),
     "num_players": np.dtype("i1"),
     DENSE_POLICY: np.dtype("<f4"),
+    FEATURE_BITS: np.dtype("u1"),
+    FEATURE_FLOATS: np.dtype("<f4"),
+    FEATURE_CONSTANT: np.dtype("<f4"),
 }
 
 NDIM: Final[dict[str, int]] = {
     "features": 4, "globals": 2, "values": 1, "values_mp": 2, "policy_indptr": 1,
     "policy_indices": 1, "policy_values": 1, "game_id": 1, "move_number": 1, "player": 1,
-    "num_players": 1, DENSE_POLICY: 2,
+    "num_players": 1, DENSE_POLICY: 2, FEATURE_BITS: 3, FEATURE_FLOATS: 4, FEATURE_CONSTANT: 3,
 }
 
 REQUIRED_METADATA_KEYS: Final = (
@@ -62,14 +77,24 @@ REQUIRED_METADATA_KEYS: Final = (
 )
 
 
-def file_arrays(dense_policy: bool) -> tuple[str, ...]:
+def _stored_features(version: int, names: tuple[str, ...], *, per_row: bool
+                     ) -> tuple[str, ...]:
+    if version == DENSE_FORMAT_VERSION:
+        return names
+    packed = PACKED_FEATURES[:2] if per_row else PACKED_FEATURES
+    return tuple(p for n in names for p in (packed if n == "features" else (n,)))
+
+
+def file_arrays(dense_policy: bool, version: int = FORMAT_VERSION) -> tuple[str, ...]:
     """Names of the checksummed arrays a file holds (every member except metadata)."""
-    return BATCH_ARRAYS + ((DENSE_POLICY,) if dense_policy else ())
+    return _stored_features(version, BATCH_ARRAYS, per_row=False) + (
+        (DENSE_POLICY,) if dense_policy else ())
 
 
-def per_row_arrays(dense_policy: bool) -> tuple[str, ...]:
-    """Names of the arrays with exactly one entry per row."""
-    return PER_ROW_ARRAYS + ((DENSE_POLICY,) if dense_policy else ())
+def per_row_arrays(dense_policy: bool, version: int = FORMAT_VERSION) -> tuple[str, ...]:
+    """Names of the stored arrays with exactly one entry per row."""
+    return _stored_features(version, PER_ROW_ARRAYS, per_row=True) + (
+        (DENSE_POLICY,) if dense_policy else ())
 
 
 def game_id_dtype(width: int) -> np.dtype:

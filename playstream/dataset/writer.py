@@ -26,9 +26,12 @@ from playstream.dataset.archive import BLOCK_BYTES
 from playstream.dataset.batch import RowBatch
 from playstream.dataset.checks import content_problems, row_shape
 from playstream.dataset.config import DatasetConfig
-from playstream.dataset.schema import (DENSE_POLICY, FIXED_DTYPES, FORMAT_NAME, FORMAT_VERSION,
-                                       MAX_METADATA_BYTES, METADATA, PER_ROW_ARRAYS,
-                                       checksum_hasher, file_arrays, game_id_dtype)
+from playstream.dataset.packing import ChannelObserver, FeatureStorage, packed_width
+from playstream.dataset.schema import (DENSE_FORMAT_VERSION, DENSE_POLICY, FEATURE_BITS,
+                                       FEATURE_CONSTANT, FEATURE_FLOATS, FIXED_DTYPES,
+                                       FORMAT_NAME, FORMAT_VERSION, MAX_METADATA_BYTES, METADATA,
+                                       PER_ROW_ARRAYS, READABLE_VERSIONS, checksum_hasher,
+                                       file_arrays, game_id_dtype)
 from playstream.durable import fsync_dir
 from playstream.errors import DatasetError
 
@@ -45,10 +48,20 @@ class NPZDatasetWriter:
 
     def __init__(self, path: str | os.PathLike[str], config: DatasetConfig, *,
                  dense_policy: bool = False, compress: bool = False,
+                 format_version: int = FORMAT_VERSION,
                  extra_metadata: Mapping[str, Any] | None = None) -> None:
         self.path = Path(path)
         self.config = config
         self.dense_policy = dense_policy
+        if format_version not in READABLE_VERSIONS:
+            raise DatasetError(f"cannot write format version {format_version}; writable: "
+                               f"{', '.join(map(str, READABLE_VERSIONS))}", path=str(self.path),
+                               check="writer")
+        self.format_version = format_version
+        # Format 2 decides at close how each channel is stored, from what was written.
+        self._channels = (ChannelObserver(len(config.channels))
+                          if format_version != DENSE_FORMAT_VERSION else None)
+        self._storage: FeatureStorage | None = None
         self._compression = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
         # Checked now, not after all the writes; the JSON round trip also detaches the copy
         # from the caller's (possibly nested, mutable) objects.
@@ -67,7 +80,8 @@ class NPZDatasetWriter:
         self._files: dict[str, IO[bytes]] = {}
         self._spool.mkdir(mode=0o700)
         try:
-            for name in file_arrays(dense_policy):
+            # The spool is always dense (format 1's arrays); close() packs it for format 2.
+            for name in file_arrays(dense_policy, DENSE_FORMAT_VERSION):
                 self._files[name] = open(self._spool / name, "wb")
             self._files["policy_indptr"].write(np.zeros(1, "<i8").tobytes())
         except BaseException:
@@ -114,6 +128,8 @@ class NPZDatasetWriter:
             if self.dense_policy:
                 _write_raw(self._files[DENSE_POLICY], batch.dense_policy(self.config.policy_size),
                            FIXED_DTYPES[DENSE_POLICY])
+            if self._channels is not None:
+                self._channels.observe(batch.features)
             self._rows += len(batch)
             self._nnz += batch.nnz
         except BaseException:  # a half-spooled batch cannot be taken back: nothing publishes
@@ -130,10 +146,12 @@ class NPZDatasetWriter:
         try:
             for f in self._files.values():
                 f.close()
+            if self._channels is not None:
+                self._storage = self._channels.storage()
             with open(self._temp, "wb") as out:
                 with zipfile.ZipFile(out, "w", self._compression, allowZip64=True) as zf:
-                    checksums = {name: self._add_array(zf, name)
-                                 for name in file_arrays(self.dense_policy)}
+                    checksums = {name: self._add_array(zf, name) for name in
+                                 file_arrays(self.dense_policy, self.format_version)}
                     self._add_metadata(zf, checksums)
                 out.flush()
                 os.fsync(out.fileno())
@@ -159,6 +177,13 @@ class NPZDatasetWriter:
         self._temp.unlink(missing_ok=True)
 
     def _shape(self, name: str) -> tuple[int, ...]:
+        config, storage = self.config, self._storage
+        if storage is not None and name == FEATURE_BITS:
+            return (self._rows, len(storage.bits), packed_width(config.height * config.width))
+        if storage is not None and name == FEATURE_FLOATS:
+            return (self._rows, len(storage.floats), config.height, config.width)
+        if storage is not None and name == FEATURE_CONSTANT:
+            return (len(storage.constant), config.height, config.width)
         if name == "policy_indptr":
             return (self._rows + 1,)
         if name in ("policy_indices", "policy_values"):
@@ -183,6 +208,9 @@ class NPZDatasetWriter:
         return hasher.hexdigest()
 
     def _spooled(self, name: str) -> Iterator[memoryview]:
+        if name in (FEATURE_BITS, FEATURE_FLOATS, FEATURE_CONSTANT):
+            yield from self._packed(name)
+            return
         with open(self._spool / name, "rb") as f:
             if name != "game_id":
                 while block := f.read(BLOCK_BYTES):
@@ -196,10 +224,33 @@ class NPZDatasetWriter:
                     ids = np.frombuffer(f.read(count * 4 * width), game_id_dtype(width))
                     yield memoryview(ids.astype(target).view(np.uint8))
 
+    def _packed(self, name: str) -> Iterator[memoryview]:
+        """A format 2 feature member, converted from the dense spool in row blocks."""
+        storage, observer = self._storage, self._channels
+        assert storage is not None and observer is not None
+        if name == FEATURE_CONSTANT:
+            if self._rows:
+                assert observer.first_row is not None
+                yield memoryview(storage.constant_of(observer.first_row).view(np.uint8))
+            return
+        row_shape_ = (len(self.config.channels), self.config.height, self.config.width)
+        row_bytes = int(np.prod(row_shape_)) * 4
+        # A dense block, its selection and its packed form live at once: a quarter block each.
+        step = max(1, BLOCK_BYTES // 4 // row_bytes)
+        with open(self._spool / "features", "rb") as f:
+            while block := f.read(step * row_bytes):
+                dense = np.frombuffer(block, "<f4").reshape(-1, *row_shape_)
+                part = (storage.pack_bits(dense) if name == FEATURE_BITS
+                        else storage.floats_of(dense))
+                yield memoryview(np.ascontiguousarray(part).view(np.uint8).reshape(-1))
+
     def _add_metadata(self, zf: zipfile.ZipFile, checksums: dict[str, str]) -> None:
+        storage = ({"feature_storage": self._storage.to_metadata()}
+                   if self._storage is not None else {})
         metadata = {
             "format": FORMAT_NAME,
-            "format_version": FORMAT_VERSION,
+            "format_version": self.format_version,
+            **storage,
             **self.config.to_metadata(),
             "rows": self._rows,
             "games": self._games.count(),
