@@ -16,6 +16,7 @@ import click
 
 from playstream.compaction.compact import CompactOptions
 from playstream.compaction.windows import parse_window
+from playstream.dataset.schema import DENSE_FORMAT_VERSION, FORMAT_VERSION
 from playstream.encoders.features import MAX_HISTORY_LENGTH
 from playstream.encoders.versions import FEATURE_VERSIONS, get_feature_version
 from playstream.topics import DEFAULT_GAMES_PARTITIONS, DEFAULT_GAMES_TOPIC
@@ -58,13 +59,21 @@ class OptionGroup:
         return command  # type: ignore[return-value]
 
 
+# `--features`: the dataset format that stores the planes that way (docs/FORMAT.md).
+FEATURE_FORMATS = {"packed": FORMAT_VERSION, "dense": DENSE_FORMAT_VERSION}
+
+
 def _compact_options(window: str, shuffle: bool, seed: int, val_fraction: float,
                      shard_rows: int | None, sample_every: int, min_moves: int,
-                     dense_policy: bool, memory_mb: int) -> CompactOptions:
+                     dense_policy: bool, features: str, compress: bool,
+                     memory_mb: int) -> CompactOptions:
     return CompactOptions(window=parse_window(window), shuffle=shuffle, seed=seed,
                           val_fraction=val_fraction, shard_rows=shard_rows,
                           sample_every=sample_every, min_moves=min_moves,
-                          dense_policy=dense_policy, memory_budget_bytes=memory_mb << 20)
+                          dense_policy=dense_policy, compress=compress,
+                          format_version=FEATURE_FORMATS[features],
+                          memory_budget_bytes=memory_mb << 20)
+
 
 
 compaction_options = OptionGroup(
@@ -89,12 +98,20 @@ compaction_options = OptionGroup(
                       show_default=True, help="Drop games shorter than this."),
         shared_option("--dense-policy", is_flag=True,
                       help="Also write a dense policy array."),
+        shared_option("--features", type=click.Choice(tuple(FEATURE_FORMATS)),
+                      default="packed", show_default=True,
+                      help="packed: format 2 (binary planes as bits, constant planes once); "
+                           "dense: format 1 (one float32 features array, for readers of "
+                           "data['features'])."),
+        shared_option("--compress/--no-compress", default=False, show_default=True,
+                      help="Deflate the dataset's members (smaller; cannot be "
+                           "memory-mapped)."),
         shared_option("--memory-mb", type=click.IntRange(16, None), default=256,
                       show_default=True,
                       help="Memory budget of the compaction (shuffle buckets, batches)."),
     ),
     ("window", "shuffle", "seed", "val_fraction", "shard_rows", "sample_every", "min_moves",
-     "dense_policy", "memory_mb"),
+     "dense_policy", "features", "compress", "memory_mb"),
     _compact_options,
 )
 

@@ -310,25 +310,26 @@ def test_dense_policy_and_compression(store: ChunkStore, tmp_path: Path) -> None
     np.testing.assert_array_equal(data.policy, data.rows.dense_policy(CONFIG.policy_size))
     assert_same_rows(data.rows, chunk_rows(sealed))
     with Archive(tmp_path / "d" / "current" / "train.npz") as archive:
-        assert archive.read_header("features").data_offset is None  # deflated
+        assert archive.read_header("values").data_offset is None  # deflated
 
 
 # -- chunk checks ---------------------------------------------------------------------------
-def flip_feature_byte(path: Path) -> None:
+def flip_value_byte(path: Path) -> None:
+    """A low mantissa bit of a value target: still in range, so only the checksum sees it."""
     with Archive(path) as archive:
-        offset = archive.read_header("features").data_offset
+        offset = archive.read_header("values").data_offset
     assert offset is not None
     with open(path, "r+b") as fh:
-        fh.seek(offset + 5)
+        fh.seek(offset + 4)
         byte = fh.read(1)
-        fh.seek(offset + 5)
-        fh.write(bytes([byte[0] ^ 0x40]))
+        fh.seek(offset + 4)
+        fh.write(bytes([byte[0] ^ 0x01]))
 
 
 def test_a_chunk_with_a_flipped_byte_is_quarantined(store: ChunkStore, tmp_path: Path) -> None:
     good = seal(store, "a+0", [("g1", 4)])
     bad = seal(store, "b+0", [("g2", 400)])  # big enough that zip CRCs are not read first
-    flip_feature_byte(bad[0].path)
+    flip_value_byte(bad[0].path)
     result = compact(store, KEY, tmp_path / "ds.npz")
 
     assert not bad[0].path.exists()
@@ -337,7 +338,7 @@ def test_a_chunk_with_a_flipped_byte_is_quarantined(store: ChunkStore, tmp_path:
     reason = json.loads((moved.parent / f"{moved.name}.reason.json").read_text())
     assert reason["reason"] == ("checksums failed: sha256 of the array does not match the "
                                 "metadata checksum (the data, its dtype or its shape changed) "
-                                "(array features)")
+                                "(array values)")
     assert result.quarantined == [(moved, reason["reason"])]
     assert_same_rows(published(tmp_path / "ds.npz"), chunk_rows(good))
     manifest = read_manifest(tmp_path / "ds.npz")

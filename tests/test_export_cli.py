@@ -180,7 +180,7 @@ def test_validate_catches_corruption(tmp_path: Path, games, corruption: str) -> 
     else:
         arrays = dict(np.load(good, allow_pickle=False))
         if corruption == "nan":
-            arrays["features"][5, 0, 0, 0] = np.nan
+            arrays["values"][5] = np.nan
         elif corruption == "policy_sum":
             arrays["policy_values"][arrays["policy_indptr"][7]] += 0.5
         else:

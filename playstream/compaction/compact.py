@@ -40,7 +40,8 @@ from playstream.compaction.windows import AllRows, WindowPolicy
 from playstream.dataset import (DatasetConfig, NPZDatasetWriter, RowBatch, iter_row_batches,
                                 load_npz_dataset, read_metadata, validate_npz_dataset)
 from playstream.dataset.checks import row_shape
-from playstream.dataset.schema import BATCH_ARRAYS, FIXED_DTYPES, game_id_dtype
+from playstream.dataset.schema import (BATCH_ARRAYS, FIXED_DTYPES, FORMAT_VERSION,
+                                       READABLE_VERSIONS, game_id_dtype)
 from playstream.errors import ChunkError, ConfigMismatchError, DatasetError, PlaystreamError
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ class CompactOptions:
     min_moves: int = 0
     dense_policy: bool = False
     compress: bool = False
+    format_version: int = FORMAT_VERSION  # 1: dense float32 features (--features dense)
     memory_budget_bytes: int = 256 << 20
     keep_versions: int = 3
 
@@ -87,6 +89,8 @@ class CompactOptions:
              f"must be at least {MIN_MEMORY_BUDGET}"),
             ("keep_versions", self.keep_versions >= 1, "must be at least 1"),
             ("seed", 0 <= self.seed < 2**63, "must be in [0, 2^63)"),
+            ("format_version", self.format_version in READABLE_VERSIONS,
+             f"must be one of {READABLE_VERSIONS}"),
         )
         for name, ok, message in rules:
             if not ok:
@@ -411,6 +415,7 @@ class _SplitSink:
         return NPZDatasetWriter(self._pub.file_path(self.split, shard), self._config,
                                 dense_policy=self._options.dense_policy,
                                 compress=self._options.compress,
+                                format_version=self._options.format_version,
                                 extra_metadata=self._extra)
 
     def write(self, batch: RowBatch) -> None:
