@@ -62,6 +62,12 @@ def inspect_cmd(npz: Path) -> None:
         for name in sorted(n for n in archive.infos if n != "metadata"):
             member = archive.read_header(name)
             click.echo(f"  {member.name:16} {str(member.dtype):8} {member.shape}")
+    storage = meta.get("feature_storage")
+    if isinstance(storage, dict):  # format 2: the planes a reader rebuilds from the members
+        rows, channels = meta.get("rows"), len(meta.get("channels", []))
+        kinds = ", ".join(f"{len(storage.get(k, []))} {k}" for k in ("bits", "float", "constant"))
+        click.echo(f"  {'features':16} {'float32':8} ({rows}, {channels}, {meta.get('height')}, "
+                   f"{meta.get('width')})  as read: {kinds} channels")
     shown = {k: v for k, v in meta.items() if k not in ("channels", "checksums", "extra")}
     click.echo(json.dumps(shown, indent=2))
     channels = meta.get("channels", [])

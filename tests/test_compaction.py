@@ -314,22 +314,25 @@ def test_dense_policy_and_compression(store: ChunkStore, tmp_path: Path) -> None
 
 
 # -- chunk checks ---------------------------------------------------------------------------
-def flip_value_byte(path: Path) -> None:
-    """A low mantissa bit of a value target: still in range, so only the checksum sees it."""
+def flip_data_byte(path: Path) -> str:
+    """Flip a low bit in the middle of the largest array (big enough that zipfile does not
+    read it to its CRC when the header is read); returns the array's name."""
     with Archive(path) as archive:
-        offset = archive.read_header("values").data_offset
-    assert offset is not None
+        members = [archive.read_header(name) for name in archive.infos if name != "metadata"]
+    member = max(members, key=lambda m: m.nbytes)
+    assert member.data_offset is not None and member.nbytes > 8192
     with open(path, "r+b") as fh:
-        fh.seek(offset + 4)
+        fh.seek(member.data_offset + member.nbytes // 2)
         byte = fh.read(1)
-        fh.seek(offset + 4)
+        fh.seek(member.data_offset + member.nbytes // 2)
         fh.write(bytes([byte[0] ^ 0x01]))
+    return member.name
 
 
 def test_a_chunk_with_a_flipped_byte_is_quarantined(store: ChunkStore, tmp_path: Path) -> None:
     good = seal(store, "a+0", [("g1", 4)])
     bad = seal(store, "b+0", [("g2", 400)])  # big enough that zip CRCs are not read first
-    flip_value_byte(bad[0].path)
+    flipped = flip_data_byte(bad[0].path)
     result = compact(store, KEY, tmp_path / "ds.npz")
 
     assert not bad[0].path.exists()
@@ -338,7 +341,7 @@ def test_a_chunk_with_a_flipped_byte_is_quarantined(store: ChunkStore, tmp_path:
     reason = json.loads((moved.parent / f"{moved.name}.reason.json").read_text())
     assert reason["reason"] == ("checksums failed: sha256 of the array does not match the "
                                 "metadata checksum (the data, its dtype or its shape changed) "
-                                "(array values)")
+                                f"(array {flipped})")
     assert result.quarantined == [(moved, reason["reason"])]
     assert_same_rows(published(tmp_path / "ds.npz"), chunk_rows(good))
     manifest = read_manifest(tmp_path / "ds.npz")
