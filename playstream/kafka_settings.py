@@ -182,13 +182,23 @@ class KafkaConnection(BaseModel):
         or None when the protocol uses no TLS. A new context on each call."""
         if not self.uses_tls:
             return None
-        ctx = ssl.create_default_context(
-            ssl.Purpose.SERVER_AUTH,
-            cafile=str(self.ssl_cafile) if self.ssl_cafile else None)
+        try:
+            ctx = ssl.create_default_context(
+                ssl.Purpose.SERVER_AUTH,
+                cafile=str(self.ssl_cafile) if self.ssl_cafile else None)
+        except ssl.SSLError as exc:
+            raise KafkaConfigError(f"not a PEM CA certificate file: {self.ssl_cafile} "
+                                   f"({exc.reason or exc})", field="ssl_cafile") from None
         ctx.check_hostname = self.ssl_check_hostname
         if self.ssl_certfile:
-            ctx.load_cert_chain(str(self.ssl_certfile),
-                                str(self.ssl_keyfile) if self.ssl_keyfile else None)
+            try:
+                ctx.load_cert_chain(str(self.ssl_certfile),
+                                    str(self.ssl_keyfile) if self.ssl_keyfile else None)
+            except ssl.SSLError as exc:
+                raise KafkaConfigError(
+                    f"cannot load the client certificate {self.ssl_certfile} with key "
+                    f"{self.ssl_keyfile or '(in the same file)'} ({exc.reason or exc})",
+                    field="ssl_certfile") from None
         return ctx
 
     def kafka_python_kwargs(self) -> dict[str, Any]:

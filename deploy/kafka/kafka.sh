@@ -219,6 +219,7 @@ format_storage() {   # DIR CLUSTER_ID
       done
     fi
   ) >"$args"
+  if sec_any_sasl; then (umask 077; : >"$dir/format.log"); fi   # it lists the salted credentials
   run_java "$LIBS" "@$args" >"$dir/format.log" 2>&1 || rc=$?
   rm -f "$args"
   return $rc
