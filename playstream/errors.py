@@ -66,3 +66,36 @@ class GameFileError(PlaystreamError):
 
 class ChunkError(PlaystreamError):
     """A chunk name or range is invalid, or a seal would overlap a sealed range."""
+
+
+class KafkaConfigError(PlaystreamError):
+    """A Kafka connection setting is missing, invalid or inconsistent: names the field (and,
+    when the caller knows it, where the value came from: command line, environment, file)."""
+
+    def __init__(self, message: str, *, field: str | None = None, source: str | None = None,
+                 **context: Any) -> None:
+        self.field = field
+        self.source = source
+        super().__init__(message, field=field, source=source, **context)
+
+
+class KafkaConnectError(PlaystreamError):
+    """A broker could not be reached or refused us. The message is one line naming the
+    listener (bootstrap address), the security protocol and the SASL mechanism; it never holds
+    a password. The parts are also attributes, for logs and exit codes."""
+
+    def __init__(self, message: str, *, bootstrap: str, security_protocol: str,
+                 sasl_mechanism: str | None = None, reason: str = "") -> None:
+        self.bootstrap = bootstrap
+        self.security_protocol = security_protocol
+        self.sasl_mechanism = sasl_mechanism
+        self.reason = reason
+        super().__init__(message)
+
+
+class KafkaAuthError(KafkaConnectError):
+    """SASL authentication failed: wrong user or password, or a mechanism the broker lacks."""
+
+
+class KafkaTLSError(KafkaConnectError):
+    """The TLS handshake failed: untrusted or mismatched certificate, rejected client cert."""
