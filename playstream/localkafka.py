@@ -12,7 +12,7 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from playstream.errors import PlaystreamError
-from playstream.kafka_settings import KafkaConnection
+from playstream.clients.kafka import KafkaConnection
 
 DEFAULT_SCRIPT = Path(__file__).resolve().parents[1] / "deploy" / "kafka" / "kafka.sh"
 

@@ -15,7 +15,7 @@ import pytest
 from pydantic import SecretStr
 
 from playstream.errors import KafkaAuthError, KafkaConfigError, KafkaTLSError, PlaystreamError
-from playstream.kafka_settings import KafkaConnection, diagnose, kafka_errors
+from playstream.clients.kafka import KafkaConnection, diagnose, kafka_errors
 from playstream.localkafka import LocalKafka
 
 SECRET = "s3cret-Pa55word-xyz"
@@ -178,7 +178,7 @@ def test_faust_credentials_reach_aiokafka_unchanged(ca: Path) -> None:
 
 
 def test_module_imports_no_kafka_library() -> None:
-    code = ("import sys, playstream.kafka_settings, playstream.localkafka; "
+    code = ("import sys, playstream.clients.kafka, playstream.localkafka; "
             "bad = [m for m in ('kafka', 'aiokafka', 'faust') if m in sys.modules]; "
             "assert not bad, bad")
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))

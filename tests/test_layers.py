@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Where each top-level source folder is installed (pyproject.toml's package-dir).
 SOURCE_FOLDERS = {"playstream": "playstream", "producers": "playstream.producers",
                   "streams": "playstream.streams", "consumers": "playstream.consumers",
-                  "cli": "playstream.cli"}
+                  "cli": "playstream.cli", "clients": "playstream.clients"}
 
 # Lowest layer first; a unit imports only units of earlier layers (or itself).
 LAYERS: list[set[str]] = [
@@ -35,6 +35,7 @@ LAYERS: list[set[str]] = [
     {"playstream.compaction"},
     {"playstream.quality"},
     # edges: they depend on the core, never the reverse
+    {"playstream.clients"},
     {"playstream.localkafka"},
     {"playstream.producers"},
     {"playstream.streams"},
@@ -43,7 +44,8 @@ LAYERS: list[set[str]] = [
     {"playstream.cli"},
     {"playstream.__main__"},
 ]
-KAFKA_EDGES = {"playstream.producers", "playstream.streams", "playstream.consumers"}
+KAFKA_EDGES = {"playstream.clients", "playstream.producers", "playstream.streams",
+               "playstream.consumers"}
 EDGES = KAFKA_EDGES | {"playstream.localkafka"}
 KAFKA_CLIENTS = {"kafka", "aiokafka", "faust", "mode"}
 
