@@ -10,6 +10,8 @@ import pytest
 
 from playstream.localkafka import LocalKafka
 
+pytest_plugins = ["s3_fixtures"]
+
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:

@@ -183,9 +183,7 @@ class LocalStorage:
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         validate_prefix(prefix)
-        if not self.root.is_dir():
-            raise StorageError("the store's root folder does not exist", url=str(self.root),
-                               operation="list")
+        # a root that does not exist yet is an empty store, as an unused S3 prefix is
         folder, _, _ = prefix.rpartition("/")
         start = self.root / folder if folder else self.root
         if not start.is_dir():
