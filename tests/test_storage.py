@@ -594,3 +594,66 @@ def test_missing_s3_extra_is_a_clear_error() -> None:
         "    print(err)\n")
     assert proc.returncode == 0, proc.stderr
     assert "pip install 'playstream[s3]'" in proc.stdout
+
+
+def test_s3_restart_mid_multipart_upload_loses_nothing(
+        s3_server: LocalS3, s3_env: dict[str, str], s3_bucket: str, s3_prefix: str,
+        tmp_path: Path) -> None:
+    """S3Proxy SIGKILLed and restarted between two parts of a multipart seal: the upload goes
+    on with the same upload id and the sealed object is exactly the file."""
+    store: Any = make_s3(s3_bucket, s3_prefix, multipart_threshold=1 * MiB, part_size=5 * MiB)
+    real_upload_part = store._client.upload_part
+    parts: list[int] = []
+
+    def upload_part_then_restart(**kwargs: Any) -> Any:
+        resp = real_upload_part(**kwargs)
+        parts.append(kwargs["PartNumber"])
+        if kwargs["PartNumber"] == 1:
+            s3_server.restart(kill=True)
+        return resp
+
+    store._client.upload_part = upload_part_then_restart
+    src = big_file(tmp_path / "f", 12 * MiB + 3)
+    assert store.create_if_absent("mp/restarted", src) is True
+    assert parts == [1, 2, 3]
+    store._client.upload_part = real_upload_part
+    assert sha256(store.read("mp/restarted")) == file_sha256(src)
+    assert store.create_if_absent("mp/restarted", src) is False
+    assert _open_uploads(store) == []
+
+
+def test_local_name_that_is_a_folder_is_an_error_not_false(tmp_path: Path) -> None:
+    store = LocalStorage(tmp_path / "s")
+    store.write("a/b", b"1")
+    for call in (lambda: store.create_if_absent("a", b"x"), lambda: store.write("a", b"x"),
+                 lambda: store.create_if_absent("a/b/c", b"x")):
+        with pytest.raises(StorageError) as info:
+            call()
+        assert info.value.name in ("a", "a/b/c")
+    assert store.read("a/b") == b"1"
+
+
+def test_s3_script_status_env_and_help(s3_server: LocalS3) -> None:
+    script = REPO / "deploy" / "s3" / "s3.sh"
+    status = subprocess.run(["bash", str(script), "status", "--dir", str(s3_server.directory)],
+                            capture_output=True, text=True, timeout=60)
+    assert status.returncode == 0 and status.stdout.strip() == s3_server.endpoint
+    env = s3_server.env()
+    assert set(env) == {"AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                        "AWS_DEFAULT_REGION"}
+    assert env["AWS_ENDPOINT_URL"] == s3_server.endpoint
+    conf = s3_server.directory / "s3proxy.conf"
+    assert oct(conf.stat().st_mode & 0o777) == "0o600"
+    assert "s3proxy.endpoint=http://127.0.0.1:" in conf.read_text()
+    assert env["AWS_SECRET_ACCESS_KEY"] not in (s3_server.directory / "s3proxy.log").read_text()
+    helped = subprocess.run(["bash", str(script), "help"], capture_output=True, text=True,
+                            timeout=60)
+    assert helped.returncode == 0 and "start --dir DIR [--port P]" in helped.stdout
+
+
+def test_s3_script_status_of_a_stopped_dir_fails(tmp_path: Path) -> None:
+    script = REPO / "deploy" / "s3" / "s3.sh"
+    (tmp_path / "d").mkdir()
+    status = subprocess.run(["bash", str(script), "status", "--dir", str(tmp_path / "d")],
+                            capture_output=True, text=True, timeout=60)
+    assert status.returncode == 1 and status.stdout == ""

@@ -91,6 +91,10 @@ class LocalStorage:
     # ------------------------------------------------------------------ writes
     def create_if_absent(self, name: str, data: Data) -> bool:
         path = self._path(name)
+        if path.is_dir():
+            raise StorageError("a folder of that name exists (other objects are named below "
+                               "it); a local store cannot hold an object there", url=str(path),
+                               name=name, operation="create_if_absent")
         if path.exists():     # cheap early answer; os.link below is the authority
             return False
         try:

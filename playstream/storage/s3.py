@@ -137,7 +137,8 @@ class S3Storage:
 
     # ------------------------------------------------------------------ errors
     def _fail(self, err: BaseException, name: str | None, operation: str) -> StorageError:
-        url = self.url(name) if name else self.location
+        # not self.url(): name may be a listing prefix, which is no valid object name
+        url = f"s3://{self.bucket}/{self.prefix}{name}" if name else self.location
         ctx: dict[str, Any] = {"url": url, "name": name, "operation": operation,
                                "endpoint": self.endpoint}
         if isinstance(err, ClientError):
