@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import builtins
 import errno
 import os
 import shutil
@@ -192,12 +193,13 @@ class LocalStorage:
         start = self.root / folder if folder else self.root
         if not start.is_dir():
             return
-        found: list[ObjectInfo] = []
+        found: builtins.list[ObjectInfo] = []
         self._walk(start, folder, prefix, found)
         found.sort(key=lambda o: o.name)
         yield from found
 
-    def _walk(self, folder: Path, rel: str, prefix: str, found: list[ObjectInfo]) -> None:
+    def _walk(self, folder: Path, rel: str, prefix: str,
+              found: builtins.list[ObjectInfo]) -> None:
         try:
             entries = list(os.scandir(folder))
         except FileNotFoundError:

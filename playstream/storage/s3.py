@@ -23,6 +23,7 @@ The only module of playstream that imports boto3 (the optional extra ``s3``:
 from __future__ import annotations
 
 import binascii
+import builtins
 import hashlib
 import io
 import os
@@ -43,7 +44,7 @@ from playstream.storage.port import Data, ObjectInfo, data_source, validate_name
 try:   # botocore >= 1.31.x wraps broken bodies in ResponseStreamingError
     from botocore.exceptions import ResponseStreamingError
 except ImportError:  # pragma: no cover
-    ResponseStreamingError = ReadTimeoutError  # type: ignore[misc,assignment]
+    ResponseStreamingError = ReadTimeoutError  # type: ignore[misc]
 from botocore.exceptions import IncompleteReadError
 
 MiB = 1 << 20
@@ -172,7 +173,9 @@ class S3Storage:
     # ------------------------------------------------------------------ reads
     def _head(self, name: str, operation: str) -> dict[str, Any] | None:
         try:
-            return self._client.head_object(Bucket=self.bucket, Key=self._key(name))
+            head: dict[str, Any] = self._client.head_object(Bucket=self.bucket,
+                                                            Key=self._key(name))
+            return head
         except ClientError as err:
             if _is_not_found(err):
                 return None
@@ -203,7 +206,8 @@ class S3Storage:
         for attempt in range(1, self.max_attempts + 1):
             try:
                 resp = self._client.get_object(**kwargs)
-                return resp["Body"].read()
+                body: bytes = resp["Body"].read()
+                return body
             except ClientError as err:
                 if _code(err) == "InvalidRange" or _status(err) == 416:
                     return b""
@@ -240,7 +244,7 @@ class S3Storage:
             raise ObjectNotFoundError("no such object", url=self.url(name), name=name,
                                       operation="open_read", endpoint=self.endpoint)
         raw = _RangedReader(self, name, int(head["ContentLength"]), head.get("ETag"))
-        return io.BufferedReader(raw, buffer_size=self.read_ahead)  # type: ignore[return-value]
+        return io.BufferedReader(raw, buffer_size=self.read_ahead)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         validate_prefix(prefix)
@@ -326,7 +330,7 @@ class S3Storage:
                                                              Key=key)["UploadId"]
         except (ClientError, BotoCoreError) as err:
             raise self._fail(err, name, operation) from None
-        etags: list[str] = []
+        etags: builtins.list[str] = []
         completed = False
         try:
             for number, chunk in enumerate(self._parts(src, size), start=1):
@@ -356,7 +360,7 @@ class S3Storage:
             if not completed:
                 self._abort(key, upload_id)
 
-    def _completed_by_us(self, name: str, etags: list[str]) -> bool:
+    def _completed_by_us(self, name: str, etags: builtins.list[str]) -> bool:
         head = self._head(name, "create_if_absent")
         return head is not None and head.get("ETag") == _multipart_etag(etags)
 
