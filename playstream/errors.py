@@ -99,3 +99,23 @@ class KafkaAuthError(KafkaConnectError):
 
 class KafkaTLSError(KafkaConnectError):
     """The TLS handshake failed: untrusted or mismatched certificate, rejected client cert."""
+
+
+class StorageError(PlaystreamError):
+    """A storage operation failed: names the store (``url``), the object ``name`` and the
+    ``operation`` (list, read, create_if_absent, ...), plus server details where there are any."""
+
+    def __init__(self, message: str, *, url: str | None = None, name: str | None = None,
+                 operation: str | None = None, **context: Any) -> None:
+        self.url = url
+        self.name = name
+        self.operation = operation
+        super().__init__(message, url=url, name=name, operation=operation, **context)
+
+
+class InvalidObjectNameError(StorageError):
+    """An object name or prefix is not a safe store-relative POSIX name."""
+
+
+class ObjectNotFoundError(StorageError):
+    """The named object does not exist in the store."""

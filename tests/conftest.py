@@ -10,7 +10,7 @@ import pytest
 
 from playstream.localkafka import LocalKafka
 
-pytest_plugins = ["kafka_security_fixtures"]
+pytest_plugins = ["kafka_security_fixtures", "s3_fixtures"]
 
 
 @pytest.fixture(scope="session")

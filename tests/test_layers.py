@@ -23,6 +23,7 @@ SOURCE_FOLDERS = {"playstream": "playstream", "producers": "playstream.producers
 # Lowest layer first; a unit imports only units of earlier layers (or itself).
 LAYERS: list[set[str]] = [
     {"playstream", "playstream.errors", "playstream.durable", "playstream.logs", "playstream.locks"},
+    {"playstream.storage"},
     {"playstream.games"},
     {"playstream.records"},
     {"playstream.topics"},
@@ -48,6 +49,9 @@ KAFKA_EDGES = {"playstream.clients", "playstream.producers", "playstream.streams
                "playstream.consumers"}
 EDGES = KAFKA_EDGES | {"playstream.localkafka"}
 KAFKA_CLIENTS = {"kafka", "aiokafka", "faust", "mode"}
+# The object-store client is imported by the S3 backend of the storage port alone.
+OBJECT_STORE_CLIENTS = {"boto3", "botocore"}
+OBJECT_STORE_BACKENDS = {"playstream.storage.s3"}
 
 
 @dataclass(frozen=True)
@@ -126,6 +130,10 @@ def violations(sources: dict[str, str]) -> list[str]:
             where = f"{module}:{imp.line} imports {imp.target}"
             if imp.target.split(".")[0] in KAFKA_CLIENTS and importer_unit not in KAFKA_EDGES:
                 found.append(f"{where}: Kafka clients belong in {sorted(KAFKA_EDGES)}")
+            if (imp.target.split(".")[0] in OBJECT_STORE_CLIENTS
+                    and module not in OBJECT_STORE_BACKENDS):
+                found.append(f"{where}: object-store clients belong in "
+                             f"{sorted(OBJECT_STORE_BACKENDS)}")
             if imp.target not in known:
                 continue
             graph[module].add(imp.target)
@@ -206,6 +214,7 @@ def test_the_architecture_document_lists_every_unit() -> None:
       "playstream.consumers.service": "import kafka\n"},
      ["the CLI imports an edge only inside its command"]),
     ({"playstream.records": "import faust\n"}, ["Kafka clients belong in"]),
+    ({"playstream.chunks.store": "import boto3\n"}, ["object-store clients belong in"]),
     ({"playstream.cli.stream": "def run():\n    from playstream.streams.app import a\n",
       "playstream.streams.app": "import faust\nfrom playstream.records import r\n",
       "playstream.records": "import json\n"}, []),
