@@ -2,7 +2,8 @@
 
 Library code logs with ``extra={...}`` fields (stream, position, game_id, path); the CLI
 turns them into JSON so that operators can grep and ship them. Default level is WARNING so
-a normal run prints only its progress bar and summary.
+a normal run prints only its progress bar and summary, and the Kafka clients' own loggers are
+silenced below CRITICAL unless ``--log-level info`` or ``debug`` is asked for.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import sys
 from datetime import datetime, timezone
 
 _STANDARD = set(vars(logging.makeLogRecord({})))
+THIRD_PARTY_LOGGERS = ("kafka", "aiokafka", "faust", "mode")
 
 
 class JsonFormatter(logging.Formatter):
@@ -33,10 +35,13 @@ def configure(level: str = "warning") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
-    # Kafka clients log every refused connection while a broker is down; keep them quiet
-    # unless asked, and in the same JSON form.
-    for name in ("kafka", "aiokafka", "faust", "mode"):
+    # Kafka clients log every refused connection, at error level, while a broker is down;
+    # playstream reports the failure itself (one line naming the broker). So at the default
+    # level the clients say only what is CRITICAL; --log-level info or debug shows their view
+    # too, in the same JSON form.
+    client_level = root.level if root.level <= logging.INFO else logging.CRITICAL
+    for name in THIRD_PARTY_LOGGERS:
         client = logging.getLogger(name)
         client.handlers[:] = [handler]
-        client.setLevel(max(logging.ERROR, root.level))
+        client.setLevel(client_level)
         client.propagate = False
