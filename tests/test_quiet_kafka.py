@@ -94,20 +94,26 @@ def test_finalize_stopped_by_sigterm_logs_no_error(kafka_bootstrap: str, tmp_pat
                                                    topic_prefix: str) -> None:
     # --log-level info lets kafka-python's own error lines through, so the test sees the race
     # if it happens, instead of the default level hiding it.
-    proc = subprocess.Popen(
-        [*CLI, "--log-level", "info", "finalize", "--bootstrap", kafka_bootstrap, "--chunks",
-         str(tmp_path / "c"), "--output", str(tmp_path / "o"), "--chunks-topic",
-         f"{topic_prefix}.chunks", "--group", f"{topic_prefix}-fin", "--every", "1s"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        time.sleep(6)  # joined the group, fetching
-        assert proc.poll() is None
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    log = tmp_path / "finalize.err"
+    with log.open("w") as err_file:
+        proc = subprocess.Popen(
+            [*CLI, "--log-level", "info", "finalize", "--bootstrap", kafka_bootstrap,
+             "--chunks", str(tmp_path / "c"), "--output", str(tmp_path / "o"),
+             "--chunks-topic", f"{topic_prefix}.chunks", "--group", f"{topic_prefix}-fin",
+             "--every", "1s"], stdout=subprocess.DEVNULL, stderr=err_file)
+        try:
+            deadline = time.monotonic() + 60
+            while "Setting newly assigned partitions" not in log.read_text():  # in the group
+                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.1)
+            time.sleep(2)  # fetching
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    err = log.read_text()
     assert proc.returncode == 0, err
-    assert "partitions" in err  # it did join the group (the info lines are there)
+    assert "Leaving consumer group" in err  # it did shut down through close()
     assert '"level": "error"' not in err and "Traceback" not in err, err
