@@ -26,13 +26,11 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime
 from pathlib import Path
 
 from kafka import KafkaProducer
 
-from playstream.chunks import ChunkStore
-from playstream.dataset import read_metadata
+from playstream.chunks import ChunkMetadata, ChunkStore
 from playstream.localkafka import LocalKafka, kafka_script
 from playstream.producers.topics import ensure_topics
 from playstream.selfplay import generate_records
@@ -85,9 +83,9 @@ def run_once(bootstrap: str, payloads: list[tuple[bytes, bytes]], rows: int,
                 raise SystemExit(f"only {len(sealed)} of {len(payloads)} games sealed")
             for key in store.config_keys():
                 for _, path in store.sealed(key):
-                    meta = read_metadata(path)["extra"]
-                    at = datetime.fromisoformat(meta["sealed_at"]).timestamp()
-                    for gid in meta["games"]:
+                    meta = ChunkMetadata.read(path)
+                    at = meta.sealed_at.timestamp()
+                    for gid in meta.games:
                         sealed.setdefault(gid, at)
             time.sleep(0.2)
         done = max(sealed.values())

@@ -55,9 +55,10 @@ def reports_errors(fn: F) -> F:
 
 
 def progress(total: int | None, desc: str, unit: str, *, enabled: bool = True) -> tqdm:
-    """A progress bar on stderr; hidden when stderr is not a terminal unless forced."""
-    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, file=sys.stderr,
-                dynamic_ncols=True, leave=False)
+    """A progress bar on stderr, only when stderr is a terminal (tqdm's ``disable=None``):
+    a log file or a pipe gets the summary and the log lines, not bar redraws."""
+    return tqdm(total=total, desc=desc, unit=unit, disable=None if enabled else True,
+                file=sys.stderr, dynamic_ncols=True, leave=False)
 
 
 def human_bytes(n: int) -> str:

@@ -9,6 +9,8 @@ from typing import Iterable
 import click
 
 from playstream.cli.common import human_bytes, reports_errors
+from playstream.compaction.provenance import provenance_of
+from playstream.compaction.publish import read_manifest
 from playstream.dataset import CheckResult, read_metadata, validate_npz_dataset
 from playstream.dataset.archive import Archive
 from playstream.quality import check_game_file, dataset_statistics
@@ -52,10 +54,30 @@ def validate_cmd(npz: Path | None, db: Path | None, detailed: bool) -> None:
 
 
 @click.command("inspect")
-@click.argument("npz", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.argument("path", type=click.Path(path_type=Path, exists=True))
 @reports_errors
-def inspect_cmd(npz: Path) -> None:
-    """Shapes, dtypes, metadata and counts of a dataset, without loading its arrays."""
+def inspect_cmd(path: Path) -> None:
+    """Shapes, dtypes, metadata and provenance of a dataset file or chunk, without loading
+    its arrays; for a dataset directory (a version folder, or the folder whose `current` link
+    names one), its manifest's totals, files and provenance."""
+    if path.is_dir():
+        manifest = read_manifest(path)
+        click.echo(f"{path}  dataset {manifest.get('config_key')}")
+        click.echo(json.dumps(manifest.get("totals", {}), indent=2))
+        for out in manifest.get("outputs", []):
+            click.echo(f"  {out.get('split'):5} {out.get('file')}  rows={out.get('rows')} "
+                       f"games={out.get('games')}")
+    else:
+        _describe_file(path)
+    provenance = provenance_of(path)
+    if provenance is None:
+        click.echo("provenance: none recorded")
+    else:
+        for line in provenance.lines():
+            click.echo(line)
+
+
+def _describe_file(npz: Path) -> None:
     meta = read_metadata(npz)
     click.echo(f"{npz}  {human_bytes(npz.stat().st_size)}")
     with Archive(npz) as archive:
@@ -73,7 +95,3 @@ def inspect_cmd(npz: Path) -> None:
     channels = meta.get("channels", [])
     more = " ..." if len(channels) > 8 else ""
     click.echo(f"channels ({len(channels)}): {', '.join(channels[:8])}{more}")
-    extra = meta.get("extra", {})
-    if extra:
-        click.echo("provenance: " + json.dumps({k: v for k, v in extra.items()
-                                                if k not in ("games", "skipped", "manifest")}))

@@ -16,11 +16,10 @@ from pathlib import Path
 
 import click
 
-from playstream.chunks import ChunkStore
+from playstream.chunks import ChunkMetadata, ChunkStore
 from playstream.cli.common import Summary, kafka_extra, progress, reports_errors
 from playstream.cli.options import bootstrap_option
 from playstream.compaction.publish import read_manifest
-from playstream.dataset import read_metadata
 from playstream.encoders.versions import ExportSettings
 from playstream.errors import PlaystreamError
 from playstream.topics import DEFAULT_CHUNKS_TOPIC, DEFAULT_DLQ_TOPIC, DEFAULT_GAMES_TOPIC
@@ -52,7 +51,7 @@ def _sealed_games(store: ChunkStore, key: str, seen: dict[Path, int]) -> int:
     only reads the metadata of chunks sealed since the last one (sealed chunks never change)."""
     for _, path in store.sealed(key):
         if path not in seen:
-            seen[path] = len(read_metadata(path)["extra"]["games"])
+            seen[path] = len(ChunkMetadata.read(path).games)
     return sum(seen.values())
 
 

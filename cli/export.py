@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from playstream.chunks import ChunkStore, ChunkWriter, file_stream_id
+from playstream.chunks import ChunkOrigin, ChunkStore, ChunkWriter, file_stream_id
 from playstream.cli.common import Summary, progress, reports_errors
 from playstream.cli.options import (EncoderChoice, chunk_rows_option, chunk_store_option,
                                     compaction_options, encoder_options, progress_option,
@@ -122,7 +122,7 @@ def export_cmd(dbs: tuple[Path, ...], jsonls: tuple[Path, ...], discovery: Path 
                              max_rows=chunk_rows,
                              max_bytes=compact_options.memory_budget_bytes // 4,
                              always=(config,),
-                             source={"kind": "file", "file": str(src.resolve())})
+                             origin=ChunkOrigin.game_file(src))
         exporter = IncrementalExporter(writer, feature_version=encoder.feature_version,
                                        history_length=encoder.history_length,
                                        accept=config_filter(game_name, board_type, num_players),

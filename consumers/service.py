@@ -32,7 +32,8 @@ from playstream.chunks.writer import file_sha256
 from playstream.compaction.compact import CompactionResult, CompactOptions, compact
 from playstream.compaction.publish import read_manifest
 from playstream.compaction.retention import apply_retention
-from playstream.errors import ChunkError, DatasetError, PlaystreamError
+from playstream.errors import ChunkError, DatasetError, PlaystreamError, error_text
+from playstream.producers.kafkaclient import StopIOFirstClient
 from playstream.topics import FINALIZER_GROUP
 from playstream.streams.announce import MAX_ANNOUNCEMENT_BYTES, Announcement, decode_announcement
 
@@ -97,9 +98,10 @@ class FinalizerService:
                 auto_offset_reset="earliest", allow_auto_create_topics=False,
                 max_poll_records=MAX_POLL_RECORDS,
                 max_poll_interval_ms=MAX_PUBLISH_S * 1000,
-                max_partition_fetch_bytes=MAX_ANNOUNCEMENT_BYTES * 16)
+                max_partition_fetch_bytes=MAX_ANNOUNCEMENT_BYTES * 16,
+                kafka_client=StopIOFirstClient)
         except KafkaError as err:
-            raise PlaystreamError(f"cannot reach Kafka: {type(err).__name__}: {err}",
+            raise PlaystreamError(f"cannot reach Kafka: {error_text(err)}",
                                   bootstrap=bootstrap, topic=chunks_topic) from None
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -271,7 +273,7 @@ class FinalizerService:
             self._consumer.commit()
         except KafkaError as err:
             log.warning("offset commit failed; the announcements are read and published "
-                        "again", extra={"error": f"{type(err).__name__}: {err}"})
+                        "again", extra={"error": error_text(err)})
             return False
         log.info("offsets committed", extra={"records": self._uncommitted})
         self._uncommitted = 0

@@ -119,3 +119,14 @@ class InvalidObjectNameError(StorageError):
 
 class ObjectNotFoundError(StorageError):
     """The named object does not exist in the store."""
+
+
+def error_text(err: BaseException) -> str:
+    """``Type: message`` of any exception, once: some clients (kafka-python) already put the
+    type at the start of ``str(err)``, and a line that says ``KafkaTimeoutError:
+    KafkaTimeoutError: ...`` reads as two errors. A `PlaystreamError` is its own message and
+    context: its type adds nothing."""
+    if isinstance(err, PlaystreamError):
+        return str(err)
+    name, text = type(err).__name__, str(err)
+    return text if text == name or text.startswith(f"{name}: ") else f"{name}: {text}"

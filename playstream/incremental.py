@@ -1,4 +1,5 @@
-"""Record → rows → chunk: the seed's IncrementalExporter (``add_game``, ``finalize``).
+"""Record → rows → chunk: `IncrementalExporter`, the record half of the seed's exporter of the
+same name (``add_game``, ``finalize``); the chunk half, rolling and sealing, is `ChunkWriter`.
 
 Shared by the embedded export (game files) and the stream processors (Kafka partitions):
 both hand it raw records with their stream position, and it validates, encodes and appends
@@ -35,8 +36,8 @@ class AddResult:
 
 
 class IncrementalExporter:
-    """Encodes each valid record with one feature version and history length and appends
-    its rows to the configuration's open chunk of the stream."""
+    """Validates each record of one stream, encodes it with one feature version and history
+    length, and appends its rows to the stream's `ChunkWriter` (which seals the chunks)."""
 
     def __init__(self, writer: ChunkWriter, *, feature_version: str, history_length: int,
                  accept: RecordFilter | None = None, cache: ExportCache | None = None) -> None:

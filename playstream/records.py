@@ -53,8 +53,9 @@ class Source(BaseModel):
     settings: dict[ShortText, SettingValue] = Field(default_factory=dict, max_length=MAX_SETTINGS)
 
 
-class SearchStats(BaseModel):
-    """Root statistics of the search that chose one move: the soft policy target."""
+class MoveSearch(BaseModel):
+    """The recorded root statistics of the search that chose one move (the ``search`` list of
+    a record): the soft policy target and the root value."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -64,7 +65,7 @@ class SearchStats(BaseModel):
     root_value: float | None = Field(default=None, ge=-1.0, le=1.0)
 
     @model_validator(mode="after")
-    def _distribution(self) -> "SearchStats":
+    def _distribution(self) -> "MoveSearch":
         if len(self.policy_indices) != len(self.policy_probs):
             raise _FieldValueError("policy_probs",
                                    f"policy_indices has {len(self.policy_indices)} entries but "
@@ -107,7 +108,7 @@ class GameRecord(BaseModel):
     finished_at: datetime
     source: Source = Field(default_factory=Source)
     moves: list[Annotated[int, Field(ge=0)]] = Field(max_length=MAX_MOVES)
-    search: list[SearchStats | None] | None = Field(default=None, max_length=MAX_MOVES)
+    search: list[MoveSearch | None] | None = Field(default=None, max_length=MAX_MOVES)
     ranks: list[Annotated[int, Field(ge=1, le=4)]] = Field(min_length=2, max_length=4)
     winner: Annotated[int, Field(ge=1, le=4)] | None
     termination: Annotated[str, StringConstraints(max_length=64)]

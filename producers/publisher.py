@@ -27,7 +27,7 @@ from types import TracebackType
 from kafka import KafkaProducer
 from kafka.errors import KafkaError, KafkaTimeoutError
 
-from playstream.errors import PlaystreamError, RecordError
+from playstream.errors import PlaystreamError, RecordError, error_text
 from playstream.producers.spool import Spool
 from playstream.producers.topics import ensure_topics
 from playstream.topics import DEFAULT_GAMES_PARTITIONS, DEFAULT_GAMES_TOPIC, MAX_MESSAGE_BYTES
@@ -91,6 +91,7 @@ class GamePublisher:
         self._published = 0
         self._failures = 0
         self._last_error: str | None = None
+        self._warned: str | None = None  # the failure last warned about, until a delivery
         self._crash: BaseException | None = None
         self._closed = False
         # owned by the forwarder thread
@@ -258,6 +259,7 @@ class GamePublisher:
             self._spool.ack(*delivered)
             self._in_flight.difference_update(delivered)
             self._backoff = BACKOFF_MIN_S
+            self._warned = None
             with self._cond:
                 self._published += len(delivered)
                 self._cond.notify_all()
@@ -275,12 +277,16 @@ class GamePublisher:
         retry_in = self._backoff
         self._retry_at = time.monotonic() + retry_in
         self._backoff = min(BACKOFF_MAX_S, self._backoff * 2)
-        last_error = f"{type(error).__name__}: {error}"
+        last_error = error_text(error)
         with self._cond:
             self._failures += count
             self._last_error = last_error
-        log.warning(what, extra={**self._log_extra, "seq": seq, "count": count,
-                                 "error": last_error, "retry_in_s": retry_in})
+        repeated, self._warned = self._warned == last_error, last_error
+        # A broker that stays down fails the same way on every retry: warn once, and keep the
+        # retries for --log-level info.
+        log.log(logging.INFO if repeated else logging.WARNING, what,
+                extra={**self._log_extra, "seq": seq, "count": count, "error": last_error,
+                       "retry_in_s": retry_in})
 
     def _close_producer(self) -> None:
         producer, self._producer = self._producer, None

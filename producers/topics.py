@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Mapping
 
-from playstream.errors import PlaystreamError
+from playstream.errors import PlaystreamError, error_text
 from playstream.topics import (DEFAULT_CHUNKS_TOPIC, DEFAULT_DLQ_TOPIC, DEFAULT_GAMES_TOPIC,
                                MAX_MESSAGE_BYTES)
 
@@ -41,7 +41,7 @@ def ensure_topics(bootstrap: str, partitions: Mapping[str, int], *, retention_ms
         admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="playstream-admin",
                                  request_timeout_ms=timeout_ms, bootstrap_timeout_ms=timeout_ms)
     except KafkaError as err:
-        raise PlaystreamError(f"cannot reach Kafka: {type(err).__name__}: {err}",
+        raise PlaystreamError(f"cannot reach Kafka: {error_text(err)}",
                               bootstrap=bootstrap) from None
     try:
         existing = _partition_counts(admin, list(partitions))
@@ -52,7 +52,7 @@ def ensure_topics(bootstrap: str, partitions: Mapping[str, int], *, retention_ms
         for name, want in partitions.items():
             _check_topic(admin, name, want, existing.get(name))
     except KafkaError as err:
-        raise PlaystreamError(f"topic administration failed: {type(err).__name__}: {err}",
+        raise PlaystreamError(f"topic administration failed: {error_text(err)}",
                               bootstrap=bootstrap) from None
     finally:
         admin.close()

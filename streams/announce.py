@@ -11,8 +11,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from playstream.chunks import SealedChunk
-from playstream.dataset import read_metadata
+from playstream.chunks import ChunkMetadata, SealedChunk
 from playstream.errors import ChunkError
 
 MAX_ANNOUNCEMENT_BYTES = 64 * 1024
@@ -46,9 +45,7 @@ def announcement_for(chunk: SealedChunk) -> Announcement:
     if not topic or not partition.isdigit():
         raise ChunkError("not the chunk of a Kafka partition", stream=chunk.name.stream,
                          path=str(chunk.path))
-    sealed_at = read_metadata(chunk.path).get("extra", {}).get("sealed_at")
-    if not isinstance(sealed_at, str):
-        raise ChunkError("chunk metadata has no seal time", path=str(chunk.path))
+    sealed_at = ChunkMetadata.read(chunk.path).sealed_at.isoformat()
     return Announcement(path=str(chunk.path.resolve()), config_key=chunk.config_key,
                         stream=chunk.name.stream, topic=topic, partition=int(partition),
                         first=chunk.name.first, last=chunk.name.last, rows=chunk.rows,

@@ -45,7 +45,7 @@ from kafka.errors import KafkaError
 from mode import CrashingSupervisor
 
 from playstream.chunks import ChunkStore, SealedChunk
-from playstream.errors import PlaystreamError
+from playstream.errors import PlaystreamError, error_text
 from playstream.topics import MAX_MESSAGE_BYTES
 from playstream.topics import PROCESSOR_GROUP
 from playstream.streams.announce import announcement_for, encode_announcement
@@ -85,7 +85,7 @@ class SideOutputs:
             self._producer.send(self.dlq_topic, value=message.value, key=message.key,
                                 headers=message.headers).get(timeout=DEAD_LETTER_TIMEOUT_S)
         except KafkaError as err:
-            raise PlaystreamError(f"cannot write the dead letter: {type(err).__name__}: {err}",
+            raise PlaystreamError(f"cannot write the dead letter: {error_text(err)}",
                                   topic=self.dlq_topic, source_topic=letter.topic,
                                   partition=letter.partition, offset=letter.offset) from None
         log.warning("record dead-lettered", extra={

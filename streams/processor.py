@@ -23,7 +23,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from playstream.chunks import ChunkStore, ChunkWriter, SealedChunk, topic_stream_id
+from playstream.chunks import (ChunkOrigin, ChunkStore, ChunkWriter, SealedChunk,
+                               topic_stream_id)
 from playstream.dataset.config import encoder_scope
 from playstream.errors import RecordError
 from playstream.incremental import IncrementalExporter
@@ -115,8 +116,7 @@ class StreamProcessor:
         replay = self._start_at(partition) if self._start_at is not None else None
         writer = ChunkWriter(self.store, stream, self.scope, max_rows=self.max_rows,
                              max_age_s=self.max_age_s, lock_timeout=self.lock_timeout,
-                             source={"kind": "kafka", "topic": self.topic,
-                                     "partition": partition},
+                             origin=ChunkOrigin.kafka(self.topic, partition),
                              clock=self._clock)
         start = writer.next_position
         if replay is not None and replay > start:

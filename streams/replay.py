@@ -21,6 +21,7 @@ from kafka.structs import OffsetAndMetadata
 
 from playstream.chunks import ChunkStore, SealedChunk
 from playstream.errors import PlaystreamError
+from playstream.producers.kafkaclient import StopIOFirstClient
 from playstream.topics import MAX_MESSAGE_BYTES
 from playstream.streams.deadletter import DeadLetter
 from playstream.streams.processor import StreamProcessor
@@ -55,7 +56,8 @@ def replay_topic(bootstrap: str, topic: str, store: ChunkStore, *, feature_versi
     consumer = KafkaConsumer(bootstrap_servers=bootstrap.split(","), group_id=group,
                              enable_auto_commit=False, client_id="playstream-replay",
                              fetch_max_bytes=MAX_MESSAGE_BYTES * 4,
-                             max_partition_fetch_bytes=MAX_MESSAGE_BYTES)
+                             max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
+                             kafka_client=StopIOFirstClient)
     start_at = TimestampStart(bootstrap, topic, since) if since is not None else None
     processor = StreamProcessor(store, topic=topic, feature_version=feature_version,
                                 history_length=history_length, max_rows=max_rows,

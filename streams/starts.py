@@ -7,6 +7,7 @@ from datetime import datetime
 from kafka import KafkaConsumer, TopicPartition
 
 from playstream.errors import PlaystreamError
+from playstream.producers.kafkaclient import StopIOFirstClient
 
 
 class TimestampStart:
@@ -20,7 +21,8 @@ class TimestampStart:
         self.timestamp_ms = int(when.timestamp() * 1000)
         self._consumer = KafkaConsumer(bootstrap_servers=bootstrap.split(","), group_id=None,
                                        enable_auto_commit=False,
-                                       client_id="playstream-stream-replay")
+                                       client_id="playstream-stream-replay",
+                                       kafka_client=StopIOFirstClient)
 
     def __call__(self, partition: int) -> int:
         tp = TopicPartition(self.topic, partition)

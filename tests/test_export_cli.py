@@ -314,4 +314,4 @@ def test_inspect_shows_shapes_metadata_and_provenance(tmp_path: Path, games) -> 
     assert f"features         float32  ({rows}, 40, 8, 8)" in out
     assert '"board_type": "square8"' in out and "channels (40): f0:stones_rel0" in out
     chunk = next(chunks.glob("*/*.npz"))
-    assert '"kind": "file"' in run("inspect", chunk).stdout  # a chunk says where it came from
+    assert f"source file {db.resolve()}" in run("inspect", chunk).stdout  # where it came from

@@ -14,16 +14,16 @@ import time
 import uuid
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Callable
 
+from playstream.chunks.metadata import (MAX_REASON_CHARS, MAX_SKIPPED_LISTED, ChunkMetadata,
+                                       ChunkOrigin, SkippedRecord)
 from playstream.chunks.naming import ChunkName, validate_stream_id
 from playstream.chunks.store import ChunkStore, SealedChunk
 from playstream.durable import fsync_dir
-from playstream.dataset import DatasetConfig, NPZDatasetWriter, RowBatch, read_metadata
+from playstream.dataset import DatasetConfig, NPZDatasetWriter, RowBatch
 from playstream.errors import ChunkError
 from playstream.locks import ProcessLock
-
-MAX_SKIPPED_LISTED = 1000
 
 
 def batch_nbytes(batch: RowBatch) -> int:
@@ -60,7 +60,8 @@ class _Recovery:
 
 
 class ChunkWriter:
-    """The seed's IncrementalExporter core, one instance per source stream and encoder.
+    """Rolling, atomically sealed chunks of one source stream for one encoder (the chunk
+    half of the seed's exporter; `IncrementalExporter` feeds it the encoded rows).
 
     ``scope`` (`encoder_scope` of the feature version and history length) keeps writers of
     different encoders on one stream apart: each has its own lock and its own progress.
@@ -70,13 +71,14 @@ class ChunkWriter:
     ``max_bytes`` bytes (the writer's memory bound), when the open chunk is older than
     ``max_age_s`` (checked on ``add`` and ``tick``), and on ``finalize``. ``always`` names
     configurations that get a chunk for every range even without rows, so that progress
-    through a file of only skipped records is recorded too.
+    through a file of only skipped records is recorded too. ``origin`` (a game file or a
+    Kafka partition) goes into every chunk's `ChunkMetadata`.
     """
 
     def __init__(self, store: ChunkStore, stream: str, scope: str, *, max_rows: int = 10_000,
                  max_bytes: int = 64 << 20, max_age_s: float | None = None,
                  lock_timeout: float = 0.0,
-                 source: dict[str, Any] | None = None,
+                 origin: ChunkOrigin = ChunkOrigin(),
                  always: tuple[DatasetConfig, ...] = (),
                  clock: Callable[[], float] = time.monotonic) -> None:
         if max_rows < 1:
@@ -87,7 +89,7 @@ class ChunkWriter:
         self.max_rows = max_rows
         self.max_bytes = max_bytes
         self.max_age_s = max_age_s
-        self.source = dict(source or {})
+        self.origin = origin
         self.always = always
         self._clock = clock
         self._lock: ProcessLock | None = store.lock_stream(stream, scope, timeout=lock_timeout)
@@ -117,8 +119,8 @@ class ChunkWriter:
         first, last = max(ranges, key=lambda r: r[1])
         present = ranges[(first, last)]
         any_key = next(iter(present))
-        meta = read_metadata(self.store.config_dir(any_key) / present[any_key].filename)
-        group = list(meta.get("extra", {}).get("group", [any_key]))
+        group = ChunkMetadata.read(self.store.config_dir(any_key)
+                                   / present[any_key].filename).group
         missing = set(group) - set(present)
         if missing:
             self._recovery = _Recovery(first, last, group, missing)
@@ -132,7 +134,7 @@ class ChunkWriter:
         self._first: int | None = None
         self._last: int | None = None
         self._opened_at: float | None = None
-        self._skipped: list[dict[str, Any]] = []
+        self._skipped: list[SkippedRecord] = []
         self._skipped_count = 0
 
     @property
@@ -171,7 +173,7 @@ class ChunkWriter:
         elif skipped is not None:
             self._skipped_count += 1
             if len(self._skipped) < MAX_SKIPPED_LISTED:
-                self._skipped.append({"position": position, "reason": skipped[:500]})
+                self._skipped.append(SkippedRecord(position, skipped[:MAX_REASON_CHARS]))
         rec = self._recovery
         if rec is not None:
             if position >= rec.last:
@@ -192,7 +194,7 @@ class ChunkWriter:
         return []
 
     def finalize(self) -> list[SealedChunk]:
-        """Seal whatever is open. The seed's ``IncrementalExporter.finalize``."""
+        """Seal whatever is open (the end of a game file, a shutdown)."""
         return self._seal() if self._first is not None else []
 
     def discard(self) -> None:
@@ -261,16 +263,11 @@ class ChunkWriter:
             raise ChunkError(f"no rows for configuration {key} while re-sealing "
                              f"{name.filename}: the source changed", stream=self.stream)
         tmp = self.store.temp_path(key, name, uuid.uuid4().hex)
-        extra = {
-            "source": {**self.source, "stream": self.stream, "first": name.first,
-                       "last": name.last},
-            "group": group,
-            "games": part.games,
-            "skipped": self._skipped,
-            "skipped_count": self._skipped_count,
-            "sealed_at": datetime.now(timezone.utc).isoformat(),
-        }
-        with NPZDatasetWriter(tmp, part.config, extra_metadata=extra) as writer:
+        meta = ChunkMetadata(stream=self.stream, first=name.first, last=name.last,
+                             origin=self.origin, group=tuple(group), games=tuple(part.games),
+                             skipped=tuple(self._skipped), skipped_count=self._skipped_count,
+                             sealed_at=datetime.now(timezone.utc))
+        with NPZDatasetWriter(tmp, part.config, extra_metadata=meta.to_metadata()) as writer:
             for batch in part.batches:
                 writer.write(batch)
         return str(tmp)

@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from playstream.chunks import ChunkName, ChunkStore
+from playstream.chunks import ChunkMetadata, ChunkName, ChunkOrigin, ChunkStore
 from playstream.chunks.writer import file_sha256
 from playstream.compaction.publish import (SPLITS, ChunkEntry, OutputEntry, Publication,
                                           QuarantinedChunk, build_manifest, is_single_file)
@@ -129,6 +129,7 @@ class _Chunk:
     path: Path
     config_key: str
     sealed_at: datetime
+    origin: ChunkOrigin
     rows: int
     sha256: str
     selection: Path  # uint8 code per row (UNUSED/TRAIN/VAL) in the work folder
@@ -140,7 +141,8 @@ class _Chunk:
 
     def entry(self) -> ChunkEntry:
         return ChunkEntry(self.name.filename, self.config_key, self.name.stream,
-                          self.name.first, self.name.last, self.rows, self.used, self.sha256)
+                          self.name.first, self.name.last, self.rows, self.used, self.sha256,
+                          self.origin.to_json())
 
 
 class _Counter:
@@ -263,20 +265,13 @@ def _verified_chunks(store: ChunkStore, key: str, work: Path, budget: int, count
     config: DatasetConfig | None = None
     first_path = ""
     for index, (name, path) in enumerate(store.sealed(key)):
-        report = validate_npz_dataset(path, block_bytes=budget // BLOCK_FRACTION)
-        if report.ok:
-            meta = read_metadata(path)
-            reason = _provenance_problem(meta, name)
-        else:
-            # The first failure is the cause; later checks fail or do not run because of it.
-            r = report.failures[0]
-            reason = (f"{r.name} failed: {r.message}" + (f" (array {r.array})" if r.array else "")
-                      + (f" (row {r.row})" if r.row is not None else ""))
-        if reason is not None:
-            moved = store.quarantine(path, reason)
-            log.warning("chunk quarantined", extra={"path": str(path), "reason": reason})
-            quarantined.append(QuarantinedChunk(moved, reason))
+        checked = _checked_chunk(path, name, budget)
+        if isinstance(checked, str):
+            moved = store.quarantine(path, checked)
+            log.warning("chunk quarantined", extra={"path": str(path), "reason": checked})
+            quarantined.append(QuarantinedChunk(moved, checked))
             continue
+        meta, chunk_meta = checked
         chunk_config = DatasetConfig.from_metadata(meta)
         if config is None:
             config, first_path = chunk_config, str(path)
@@ -284,9 +279,7 @@ def _verified_chunks(store: ChunkStore, key: str, work: Path, budget: int, count
         if config.key() != key:
             raise ConfigMismatchError(f"the chunks hold configuration {config.key()} but lie in "
                                       f"the folder of {key}", path=str(path))
-        sealed_at = sealed_time(meta)
-        assert sealed_at is not None  # checked by _provenance_problem
-        chunks.append(_Chunk(name, path, key, sealed_at,
+        chunks.append(_Chunk(name, path, key, chunk_meta.sealed_at, chunk_meta.origin,
                              int(meta["rows"]), file_sha256(path),
                              work / f"{index:08d}.selection.npy"))
         counter.advance(chunks[-1].rows)
@@ -297,31 +290,24 @@ def _verified_chunks(store: ChunkStore, key: str, work: Path, budget: int, count
     return chunks, config, quarantined
 
 
-def _provenance_problem(meta: dict[str, Any], name: ChunkName) -> str | None:
-    """A chunk whose metadata disagrees with its name (renamed or copied by hand) or lacks
-    its seal time cannot be ordered or trusted for progress."""
-    extra = meta.get("extra", {})
-    source = extra.get("source")
-    if not isinstance(source, dict) or (source.get("stream"), source.get("first"),
-                                        source.get("last")) != (name.stream, name.first,
-                                                                name.last):
-        return (f"metadata source {source!r:.200} does not match the file name's range "
-                f"{name.stream} {name.first}..{name.last}")
-    if sealed_time(meta) is None:
-        return (f"metadata sealed_at {extra.get('sealed_at')!r:.60} is not an ISO time with a "
-                f"time zone")
-    return None
-
-
-def sealed_time(meta: dict[str, Any]) -> datetime | None:
-    """When the chunk writer sealed the chunk (``extra.sealed_at``), None if unreadable."""
-    extra = meta.get("extra")
-    sealed_at = extra.get("sealed_at") if isinstance(extra, dict) else None
+def _checked_chunk(path: Path, name: ChunkName, budget: int
+                   ) -> tuple[dict[str, Any], ChunkMetadata] | str:
+    """The dataset metadata and chunk metadata of a chunk that passes every check, or why it
+    must be quarantined: a failed check, or metadata that is malformed or disagrees with the
+    file name (a chunk renamed or copied by hand cannot be ordered or trusted for progress)."""
+    report = validate_npz_dataset(path, block_bytes=budget // BLOCK_FRACTION)
+    if not report.ok:
+        # The first failure is the cause; later checks fail or do not run because of it.
+        r = report.failures[0]
+        return (f"{r.name} failed: {r.message}" + (f" (array {r.array})" if r.array else "")
+                + (f" (row {r.row})" if r.row is not None else ""))
+    meta = read_metadata(path)
     try:
-        when = datetime.fromisoformat(sealed_at) if isinstance(sealed_at, str) else None
-    except ValueError:
-        return None
-    return when if when is not None and when.tzinfo is not None else None
+        chunk_meta = ChunkMetadata.from_metadata(meta, path=path)
+        chunk_meta.check_name(name, path=str(path))
+    except ChunkError as err:
+        return f"{err.context.get('field', 'metadata')}: {err.message}"
+    return meta, chunk_meta
 
 
 def _small_columns(chunk: _Chunk) -> tuple[np.ndarray, np.ndarray]:

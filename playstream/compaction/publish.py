@@ -40,7 +40,10 @@ _TMP_PREFIX = ".tmp-"
 
 @dataclass(frozen=True)
 class ChunkEntry:
-    """One chunk the run considered; ``rows_used`` is 0 when the window or dedup left none."""
+    """One chunk the run considered; ``rows_used`` is 0 when the window or dedup left none.
+    ``source`` is the chunk's origin (`ChunkOrigin.to_json`: the game file, or the Kafka topic
+    and partition), so a dataset names where its rows came from even after retention deleted
+    the chunks."""
 
     file: str
     config_key: str
@@ -50,6 +53,7 @@ class ChunkEntry:
     rows: int
     rows_used: int
     sha256: str
+    source: dict[str, Any]
 
 
 class QuarantinedChunk(NamedTuple):

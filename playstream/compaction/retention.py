@@ -16,11 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from playstream.dataset.config import key_scope
-from playstream.chunks import ChunkName, ChunkStore
+from playstream.chunks import ChunkMetadata, ChunkName, ChunkStore
 from playstream.durable import fsync_dir
 from playstream.chunks.writer import file_sha256
-from playstream.compaction.compact import sealed_time
-from playstream.dataset import read_metadata
 from playstream.errors import PlaystreamError
 
 log = logging.getLogger(__name__)
@@ -53,8 +51,7 @@ def apply_retention(store: ChunkStore, config_key: str, manifests: list[dict[str
             newest[name.stream] = _newest_range(store, name.stream, key_scope(config_key))
         if (name.first, name.last) == (newest[name.stream].first, newest[name.stream].last):
             continue
-        sealed_at = sealed_time(read_metadata(path))
-        if sealed_at is None or sealed_at > cutoff \
+        if ChunkMetadata.read(path).sealed_at > cutoff \
                 or (name.filename, file_sha256(path)) not in published:
             continue
         os.unlink(path)

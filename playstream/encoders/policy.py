@@ -16,8 +16,9 @@ from playstream.errors import RecordError
 from playstream.games.base import BoardGeometry
 from playstream.records import PROBABILITY_TOLERANCE
 
-SearchStats = tuple[Sequence[int], Sequence[float], float]
-"""One move's search result: policy indices, their probabilities, the root value."""
+SoftTarget = tuple[Sequence[int], Sequence[float], float]
+"""One move's soft policy target as plain sequences, as the encoder takes it from a record's
+`MoveSearch` (or any other source): policy indices, their probabilities, the root value."""
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ class PolicyTargets:
     values: np.ndarray  # float32 [nnz]
 
 
-def build_policy_targets(moves: np.ndarray, search: Sequence[SearchStats | None],
+def build_policy_targets(moves: np.ndarray, search: Sequence[SoftTarget | None],
                          rows: np.ndarray, geometry: BoardGeometry, *,
                          game_id: str | None = None) -> PolicyTargets:
     """Targets for the rows ``rows`` (move numbers) of one game.

@@ -11,12 +11,12 @@ from playstream.errors import ConfigMismatchError, RecordError
 from playstream.games.base import Game, Replay
 
 from .features import encode_game
-from .policy import SearchStats, build_policy_targets
+from .policy import SoftTarget, build_policy_targets
 from .values import compute_multi_player_values
 from .versions import ExportSettings
 
 
-def encode_game_rows(game: Game, replay: Replay, search: Sequence[SearchStats | None] | None,
+def encode_game_rows(game: Game, replay: Replay, search: Sequence[SoftTarget | None] | None,
                      settings: ExportSettings, game_id: str) -> RowBatch:
     """Rows for the moves t with t % sample_every == 0 of a finished game.
 

@@ -25,9 +25,10 @@ def seat_values(outcome: Outcome) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class SearchStats:
-    """The search behind one move: root visit shares over the visited moves (parallel lists,
-    policy indices ascending, shares summing to 1) and the root value for the mover."""
+class SearchResult:
+    """What an agent's search returned for one move: root visit shares over the visited moves
+    (parallel lists, policy indices ascending, shares summing to 1) and the root value for the
+    mover. Self-play copies it into the record's `MoveSearch`."""
 
     policy_indices: list[int]
     policy_probs: list[float]
@@ -39,7 +40,7 @@ class Decision:
     """What an agent plays, with the search that chose it so self-play can record targets."""
 
     move: int
-    search: SearchStats | None  # None for agents that do not search
+    search: SearchResult | None  # None for agents that do not search
 
 
 class Agent(Protocol):
@@ -58,7 +59,7 @@ class PlayedGame:
     ``search[i]`` is the search behind ``moves[i]``, None for agents that do not search."""
 
     moves: list[int]
-    search: list[SearchStats | None]
+    search: list[SearchResult | None]
     outcome: Outcome | None
 
 
@@ -144,7 +145,7 @@ class MCTSAgent:
         seat = state.to_move - 1
         visited = np.flatnonzero(root.visits)
         order = visited[np.argsort(root.moves[visited])]
-        stats = SearchStats(
+        stats = SearchResult(
             policy_indices=[int(m) for m in root.moves[order]],
             policy_probs=(root.visits[order] / root.total).tolist(),
             root_value=float(root.value_sums[:, seat].sum() / root.total))
@@ -189,7 +190,7 @@ def play_game(game: Game, board_type: str, num_players: int, agent: Agent, seed:
     state = game.new_state(board_type, num_players)
     agent.start_game(seed)
     moves: list[int] = []
-    search: list[SearchStats | None] = []
+    search: list[SearchResult | None] = []
     while game.outcome(state) is None and (max_moves is None or len(moves) < max_moves):
         decision = agent.select(game, state, num_players)
         game.apply_move(state, decision.move)

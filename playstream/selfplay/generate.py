@@ -17,7 +17,7 @@ import numpy as np
 from playstream.errors import PlaystreamError
 from playstream.games import get_game
 from playstream.selfplay.agents import Agent, MCTSAgent, RandomAgent, play_game
-from playstream.records import GameRecord, SearchStats, Source
+from playstream.records import GameRecord, MoveSearch, Source
 
 AGENTS = ("random", "mcts")
 
@@ -64,7 +64,7 @@ def generate_records(*, game_name: str = "connect", board_type: str, num_players
         assert played.outcome is not None  # no max_moves: the game always ends
         search = None
         if agent == "mcts":
-            search = [None if s is None else SearchStats(
+            search = [None if s is None else MoveSearch(
                 policy_indices=s.policy_indices, policy_probs=s.policy_probs,
                 root_value=s.root_value) for s in played.search]
         yield GameRecord(
