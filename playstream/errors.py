@@ -66,3 +66,14 @@ class GameFileError(PlaystreamError):
 
 class ChunkError(PlaystreamError):
     """A chunk name or range is invalid, or a seal would overlap a sealed range."""
+
+
+class ConfigFileError(PlaystreamError):
+    """The configuration file is too large, not TOML, or names an unknown table or key."""
+
+    def __init__(self, message: str, *, file: str, line: int | None = None,
+                 key: str | None = None, **context: Any) -> None:
+        self.file = file
+        self.line = line
+        self.key = key
+        super().__init__(message, file=file, line=line, key=key, **context)
