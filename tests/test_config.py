@@ -78,7 +78,8 @@ def test_precedence_command_line_environment_file_default(config_file: Path) -> 
     opts = show("stream", env=file_env)
     assert (opts["chunk_rows"]["value"], opts["chunk_rows"]["source"]) == (700, "config file")
     assert opts["chunk_rows"]["from"] == f"{config_file}, line 6, [stream]"
-    assert (opts["topic"]["value"], opts["topic"]["from"]) == ("from-file", f"{config_file}, line 2")
+    assert (opts["topic"]["value"], opts["topic"]["from"]) == ("from-file",
+                                                             f"{config_file}, line 2")
     assert opts["chunk_age"]["value"] == 5.0
     assert (opts["feature_version"]["value"], opts["feature_version"]["source"]) == ("v2",
                                                                                    "default")
@@ -148,7 +149,8 @@ def test_stream_takes_the_bootstrap_servers_from_the_environment(
 
     monkeypatch.setattr(topics, "ensure_topics", stop_here)
     runner = CliRunner()
-    result = runner.invoke(main, ["stream"], env={"PLAYSTREAM_BOOTSTRAP_SERVERS": "k1:9092,k2:9092"})
+    result = runner.invoke(main, ["stream"],
+                           env={"PLAYSTREAM_BOOTSTRAP_SERVERS": "k1:9092,k2:9092"})
     assert "Missing option" not in result.output
     assert (result.exit_code, seen) == (1, ["k1:9092,k2:9092"])
     result = runner.invoke(main, ["stream"], env={"PLAYSTREAM_BOOTSTRAP_SERVERS": None})
@@ -325,6 +327,8 @@ def test_a_shared_option_declared_outside_shared_option_would_show(
         "--seed": "selfplay's picks the games; the compaction one is shuffle_seed",
         "--group": "one key per role (processor_group, finalizer_group); replay's is per run",
         "--config": "compact's configuration key; the file is the group's --config",
+        "--bootstrap-server": "shared, but selfplay's and demo's are explicit only",
+        "--bootstrap": "idem",
     }
     seen: dict[str, set[str]] = {}
     for name, command in leaf_commands(main).items():
@@ -349,3 +353,22 @@ def test_finalize_runs_on_a_real_broker_configured_by_environment_and_file(
                                 "PLAYSTREAM_BOOTSTRAP_SERVERS": kafka_bootstrap})
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("finalize: announcements=0 ")
+
+
+def test_the_demo_never_takes_a_broker_or_settings_from_the_callers_configuration(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from playstream.cli.demo import _spawn
+
+    config = tmp_path / "c.toml"
+    config.write_text('bootstrap_servers = "prod:9092"\nchunk_rows = 7\n')
+    env = {CONFIG_ENV: str(config), "PLAYSTREAM_BOOTSTRAP_SERVERS": "prod:9092"}
+    assert show("demo", env=env)["bootstrap_servers"]["value"] is None
+    # The processes it starts see none of it.
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("PLAYSTREAM_CHUNK_ROWS", "9")
+    log = tmp_path / "child.log"
+    assert _spawn(["config", "show", "--json", "stream"], log).wait(60) == 0
+    shown = json.loads(log.read_text())
+    assert shown["config_file"] is None
+    assert {o["key"]: o["source"] for o in shown["options"]}["chunk_rows"] == "default"
