@@ -347,7 +347,7 @@ def test_finalize_runs_on_a_real_broker_configured_by_environment_and_file(
     config = tmp_path / "c.toml"
     config.write_text(f'chunks = "{tmp_path / "chunks"}"\ndatasets = "{tmp_path / "datasets"}"\n'
                       f'chunks_topic = "{topic_prefix}.chunks"\n'
-                      f'[finalize]\nonce = true\ngroup = "{topic_prefix}-finalizer"\n')
+                      f'[finalize]\nonce = true\nfinalizer_group = "{topic_prefix}-finalizer"\n')
     (tmp_path / "chunks").mkdir()
     proc = run("finalize", env={CONFIG_ENV: str(config),
                                 "PLAYSTREAM_BOOTSTRAP_SERVERS": kafka_bootstrap})
