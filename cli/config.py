@@ -285,8 +285,16 @@ def with_source(err: click.BadParameter, settings: Settings | None = None
     the command line: ``PLAYSTREAM_CHUNK_ROWS='x' (environment): not a valid integer`` or
     ``chunk_rows = "x" (config file /etc/playstream/playstream.toml, line 3): ...``."""
     ctx, param = err.ctx, err.param
-    if (ctx is None or not isinstance(param, click.Option)
-            or isinstance(err, (click.MissingParameter, SourcedBadParameter))):
+    if ctx is None or not isinstance(param, click.Option) or isinstance(err,
+                                                                        SourcedBadParameter):
+        return err
+    if isinstance(err, click.MissingParameter):
+        if not err.message:  # say the other places it can be set
+            key, name = option_key(param), ctx.command.name
+            shared = isinstance(param, SharedOption) and param.shared
+            err.message = (f"Or set {key} in the configuration file (the top level or "
+                           f"[{name}])" if shared else
+                           f"Or set {key} in the configuration file's [{name}] table")
         return err
     where = origin(ctx, param, settings)
     secret = is_secret(option_key(param))

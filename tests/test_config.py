@@ -155,6 +155,8 @@ def test_stream_takes_the_bootstrap_servers_from_the_environment(
     assert (result.exit_code, seen) == (1, ["k1:9092,k2:9092"])
     result = runner.invoke(main, ["stream"], env={"PLAYSTREAM_BOOTSTRAP_SERVERS": None})
     assert result.exit_code == 2 and "Missing option '--bootstrap-server'" in result.output
+    assert ("Or set bootstrap_servers in the configuration file (the top level or [stream])"
+            in result.output)
     assert seen == ["k1:9092,k2:9092"]
 
 
