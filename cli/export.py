@@ -11,8 +11,7 @@ import click
 from playstream.chunks import ChunkOrigin, ChunkStore, ChunkWriter, file_stream_id
 from playstream.cli.common import Summary, progress, reports_errors
 from playstream.cli.options import (EncoderChoice, chunk_rows_option, chunk_store_option,
-                                    compaction_options, encoder_options, progress_option,
-                                    shared_option)
+                                    compaction_options, encoder_options, progress_option)
 from playstream.compaction.compact import CompactOptions, CompactionResult, compact
 from playstream.dataset.config import encoder_scope
 from playstream.encoders.cache import ExportCache
@@ -155,9 +154,7 @@ def export_cmd(dbs: tuple[Path, ...], jsonls: tuple[Path, ...], discovery: Path 
 
 
 @click.command("compact")
-@shared_option("--chunks", "chunk_dir", required=True,
-               type=click.Path(path_type=Path, file_okay=False, exists=True),
-               help="Chunk store folder to compact.")
+@chunk_store_option(required=True, must_exist=True, help_text="Chunk store folder to compact.")
 @click.option("--output", required=True, type=click.Path(path_type=Path),
               help="OUT.npz (one file) or a folder (versions + 'current' link).")
 @click.option("--config", "config_key", default=None,

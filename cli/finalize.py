@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING
 import click
 
 from playstream.cli.common import Duration, Summary, kafka_extra, reports_errors
-from playstream.cli.options import (bootstrap_option, chunk_store_option, compaction_options,
-                                    shared_option)
+from playstream.cli.options import (bootstrap_option, chunk_store_option,
+                                    chunks_topic_option, compaction_options, datasets_option,
+                                    finalizer_group_option)
 from playstream.compaction import CompactOptions
 from playstream.errors import PlaystreamError
-from playstream.topics import DEFAULT_CHUNKS_TOPIC, FINALIZER_GROUP, SIDE_TOPIC_PARTITIONS
+from playstream.topics import DEFAULT_CHUNKS_TOPIC, SIDE_TOPIC_PARTITIONS
 
 if TYPE_CHECKING:
     from playstream.consumers.service import CycleReport, FinalizerService
@@ -61,14 +62,11 @@ def _run_until_signalled(service: FinalizerService) -> None:
 @bootstrap_option(required=True)
 @chunk_store_option(required=True,
                     help_text="The chunk store the stream processors seal chunks into.")
-@shared_option("--output", required=True, type=click.Path(file_okay=False, path_type=Path),
-               help="Datasets folder: one dataset directory per configuration key.")
+@datasets_option
 @click.option("--every", "every_s", type=Duration(), default="60s", show_default=True,
               help="How often configurations with new chunks are republished.")
-@shared_option("--chunks-topic", default=DEFAULT_CHUNKS_TOPIC, show_default=True,
-               help="Chunk announcement topic.")
-@click.option("--group", default=FINALIZER_GROUP, show_default=True,
-              help="Consumer group that holds the committed offsets.")
+@chunks_topic_option(DEFAULT_CHUNKS_TOPIC)
+@finalizer_group_option
 @click.option("--once", is_flag=True,
               help="Publish what the store and the topic hold now, then exit.")
 @click.option("--retain-after", "retain_s", type=Duration(allow_zero=True), default=None,

@@ -112,11 +112,12 @@ def selfplay_worker_options(fn: F) -> F:
                       help="Spool directory of this worker (one per worker).")(fn)
     fn = partitions_option(fn)
     fn = topic_option(fn)
-    # Not from the environment: a worker with --output must not start publishing because
-    # PLAYSTREAM_BOOTSTRAP_SERVERS happens to be set.
-    fn = click.option("--bootstrap-server", "--bootstrap", "bootstrap", default=None,
-                      help="Kafka bootstrap servers HOST:PORT[,...]: publish games to Kafka "
-                           "instead of a file.")(fn)
+    # Not from the environment nor the file's top level: a worker with --output must not
+    # start publishing because PLAYSTREAM_BOOTSTRAP_SERVERS happens to be set. Only an
+    # explicit choice sets it: the command line or the file's [selfplay] table.
+    fn = bootstrap_option(required=False, environment=False,
+                          help_text="Kafka bootstrap servers HOST:PORT[,...]: publish games to "
+                                    "Kafka instead of a file.")(fn)
     return fn
 
 

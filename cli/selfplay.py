@@ -46,11 +46,13 @@ def selfplay_cmd(board_type: str, num_players: int, count: int | None, forever: 
                  partitions: int, spool_dir: Path) -> None:
     """Play self-play games into a file (--output) or publish them to Kafka (--bootstrap)."""
     if (output is None) == (bootstrap is None):
-        raise click.UsageError("give exactly one of --output FILE or --bootstrap HOST:PORT")
+        raise click.UsageError("give exactly one of --output FILE or --bootstrap-server "
+                               "HOST:PORT")
     if forever == (count is not None):
         raise click.UsageError("give exactly one of --games N or --forever")
     if forever and bootstrap is None:
-        raise click.UsageError("--forever needs --bootstrap (a file would grow without end)")
+        raise click.UsageError("--forever needs --bootstrap-server (a file would grow without "
+                               "end)")
     get_game(game_name).geometry(board_type)  # an unknown game or board fails before any file
     records = generate_records(game_name=game_name, board_type=board_type,
                                num_players=num_players, agent=agent, seed=seed, count=count,

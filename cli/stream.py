@@ -10,11 +10,11 @@ import click
 
 from playstream.cli.common import Duration, Summary, Timestamp, kafka_extra, reports_errors
 from playstream.cli.options import (EncoderChoice, bootstrap_option, chunk_rows_option,
-                                    chunk_store_option, encoder_options, partitions_option,
-                                    shared_option, topic_option)
+                                    chunk_store_option, chunks_topic_option, dlq_topic_option,
+                                    encoder_options, partitions_option, processor_group_option,
+                                    topic_option)
 from playstream.errors import PlaystreamError
-from playstream.topics import (DEFAULT_CHUNKS_TOPIC, DEFAULT_DLQ_TOPIC, PROCESSOR_GROUP,
-                               SIDE_TOPIC_PARTITIONS)
+from playstream.topics import DEFAULT_CHUNKS_TOPIC, DEFAULT_DLQ_TOPIC, SIDE_TOPIC_PARTITIONS
 
 DEFAULT_CHUNKS_DIR = Path("playstream-chunks")
 
@@ -23,17 +23,14 @@ DEFAULT_CHUNKS_DIR = Path("playstream-chunks")
 @bootstrap_option(required=True)
 @topic_option
 @partitions_option
-@click.option("--group", default=PROCESSOR_GROUP, show_default=True,
-              help="Consumer group: processors of one group share the partitions.")
+@processor_group_option
 @chunk_store_option(required=False, default=DEFAULT_CHUNKS_DIR)
 @encoder_options
 @chunk_rows_option
 @click.option("--chunk-age", type=Duration(), default="60s", show_default=True,
               help="Seal a partition's chunk when it is this old, even if it is small.")
-@shared_option("--dlq-topic", default=DEFAULT_DLQ_TOPIC, show_default=True,
-               help="Dead-letter topic.")
-@shared_option("--chunks-topic", default=DEFAULT_CHUNKS_TOPIC, show_default=True,
-               help="Chunk announcement topic.")
+@dlq_topic_option(DEFAULT_DLQ_TOPIC)
+@chunks_topic_option(DEFAULT_CHUNKS_TOPIC)
 @click.option("--from", "from_time", type=Timestamp(), default=None,
               help="Replay: skip records older than this time (ISO 8601 with a time zone); "
                    "never re-reads what the store has sealed.")
