@@ -66,3 +66,8 @@ class GameFileError(PlaystreamError):
 
 class ChunkError(PlaystreamError):
     """A chunk name or range is invalid, or a seal would overlap a sealed range."""
+
+
+class EmptyResultError(PlaystreamError):
+    """An export or compaction would publish no rows: every record was skipped (invalid, or
+    of another configuration) or every row dropped. Not a success unless asked for."""

@@ -14,7 +14,7 @@ import pytest
 from playstream.chunks import ChunkStore, ChunkWriter, SealedChunk
 from playstream.compaction import (AllRows, CompactOptions, FixedWindow, KataGoWindow, compact,
                                   parse_window, read_manifest)
-from playstream.compaction.compact import _DigestSet
+from playstream.digests import DigestSet
 from playstream.dataset import DatasetConfig, RowBatch, load_npz_dataset, read_metadata
 from playstream.dataset.config import encoder_scope
 from playstream.dataset.archive import Archive
@@ -145,7 +145,7 @@ def test_parse_window_forms_and_errors() -> None:
 def test_digest_set_matches_a_python_set() -> None:
     rng = np.random.default_rng(0)
     pool = np.frombuffer(rng.bytes(16 * 3000), dtype="S16")
-    digests, seen = _DigestSet(), set()
+    digests, seen = DigestSet(), set()
     for _ in range(60):  # many inserts, so levels merge many times
         keys = pool[rng.integers(0, pool.size, rng.integers(0, 200))]
         want = []
