@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import re
 import sys
 import time
@@ -9,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator, NoReturn, TypeVar
 
 import click
 from tqdm import tqdm
@@ -38,13 +39,26 @@ def kafka_extra(command: str) -> Iterator[None]:
         sys.exit(EXIT_USAGE)
 
 
+def stop_quietly_on_broken_pipe() -> NoReturn:
+    """The reader of stdout went away (``playstream inspect X | head``): stop with exit 0
+    and no message, as Unix tools do. stdout is pointed at /dev/null first, so the
+    interpreter's final flush of the buffered rest does not fail a second time."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    sys.exit(0)
+
+
 def reports_errors(fn: F) -> F:
-    """Typed errors become one clear line on stderr and exit code 1, not a traceback."""
+    """Typed errors become one clear line on stderr and exit code 1, not a traceback; a
+    closed stdout ends the command quietly."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except BrokenPipeError:
+            stop_quietly_on_broken_pipe()
         except PlaystreamError as err:
             click.echo(f"error: {err}", err=True)
             sys.exit(EXIT_DATA_ERROR)
