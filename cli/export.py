@@ -124,7 +124,8 @@ def summarise_compaction(summary: Summary, result: CompactionResult,
               help="Find game files under this folder (see README, 'Discovery').")
 @click.option("--board-type", required=True,
               help="A board of the game (connect: square8, square19, hex8, hexagonal).")
-@click.option("--num-players", required=True, type=click.IntRange(2, 4))
+@click.option("--num-players", required=True, type=click.IntRange(2, 4),
+              help="Players of the configuration to export.")
 @click.option("--game", "game_name", default="connect", show_default=True,
               help="Registered game (entry point group playstream.games).")
 @click.option("--output", required=True, type=click.Path(path_type=Path),
