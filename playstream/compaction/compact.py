@@ -199,11 +199,7 @@ def compact(store: ChunkStore, config_key: str | None, output: Path,
         with Publication(output, keep_versions=options.keep_versions) as pub:
             chunks, config, quarantined = _verified_chunks(
                 store, key, pub.work_dir, options.memory_budget_bytes)
-            duplicates = _select_usable(chunks, options)
-            if duplicates:
-                log.warning("games repeat the move sequence of an older game under another "
-                            "game_id", extra={"games": duplicates, "dropped":
-                                              options.drop_duplicate_moves, "config": key})
+            duplicates = _select_usable(chunks, options)  # reported by the caller
             _apply_window(chunks, options.window)
             _plan_splits(chunks, options.val_fraction)
             if not allow_empty and not any(c.used for c in chunks):
