@@ -21,7 +21,7 @@ from playstream.errors import EmptyResultError, GameFileError
 from playstream.gamefiles import open_game_source, position_context
 from playstream.incremental import AddResult, IncrementalExporter, RecordFilter
 from playstream.records import GameRecord
-from playstream.rejects import Reject
+from playstream.rejects import Reject, field_family
 
 CONFIG_TAG = re.compile(
     r"(?:^|[^a-z0-9])(?P<board>[a-z][a-z0-9]*)_(?P<players>[234])p(?:[^a-z0-9]|$)")
@@ -76,7 +76,7 @@ def _skip_reason(result: AddResult) -> str:
     """The summary's bucket: the field for invalid records, one bucket for other
     configurations (their exact values are in the rejects)."""
     if result.invalid is not None:
-        return f"invalid {result.invalid.field}"
+        return f"invalid {field_family(result.invalid.field)}"
     assert result.skipped is not None
     return (OTHER_CONFIGURATION if result.skipped.startswith(OTHER_CONFIGURATION)
             else result.skipped)
@@ -113,6 +113,29 @@ def summarise_compaction(summary: Summary, result: CompactionResult,
     for path, reason in result.quarantined:
         summary.skip(f"chunk quarantined: {reason}")
     summary.outputs.extend(result.outputs)
+
+
+def _export_file(src: Path, exporter: IncrementalExporter, limit: int | None,
+                 summary: Summary, rejects: RejectLog, show_progress: bool) -> int:
+    """Feed one game file to its exporter from where its sealed chunks end; returns the
+    games exported (at most ``limit``)."""
+    exported = 0
+    with progress(None, src.name, "game", enabled=show_progress) as bar:
+        for item in open_game_source(src, start=max(1, exporter.next_position)):
+            where = position_context(src, item.position)
+            result = exporter.add_game(item.position, item.data, item.error, **where)
+            bar.update(1)
+            summary.count("chunks_sealed", len(result.sealed))
+            if result.skipped is not None:
+                summary.skip(_skip_reason(result))
+                rejects.add(_reject(result, where))
+                continue
+            summary.count("games")
+            exported += 1
+            if limit is not None and exported >= limit:
+                break
+    summary.count("chunks_sealed", len(exporter.finalize()))
+    return exported
 
 
 @click.command("export")
@@ -165,40 +188,25 @@ def export_cmd(dbs: tuple[Path, ...], jsonls: tuple[Path, ...], discovery: Path 
     config = ExportSettings(game=game_name, board_type=board_type, num_players=num_players,
                             feature_version=encoder.feature_version,
                             history_length=encoder.history_length).dataset_config()
-    rejects = RejectLog(rejects_path)
-    for src in sources:
-        if max_games is not None and exported >= max_games:
-            break
-        writer = ChunkWriter(store, file_stream_id(src), encoder_scope(encoder.feature_version,
-                                                                       encoder.history_length),
-                             max_rows=chunk_rows,
-                             max_bytes=compact_options.memory_budget_bytes // 4,
-                             always=(config,),
-                             source={"kind": "file", "file": str(src.resolve())})
-        exporter = IncrementalExporter(writer, feature_version=encoder.feature_version,
-                                       history_length=encoder.history_length,
-                                       accept=config_filter(game_name, board_type, num_players),
-                                       cache=cache)
-        try:
-            with progress(None, src.name, "game", enabled=show_progress) as bar:
-                for item in open_game_source(src, start=max(1, writer.next_position)):
-                    where = position_context(src, item.position)
-                    result = exporter.add_game(item.position, item.data, item.error, **where)
-                    bar.update(1)
-                    summary.count("chunks_sealed", len(result.sealed))
-                    if result.skipped is not None:
-                        summary.skip(_skip_reason(result))
-                        rejects.add(_reject(result, where))
-                    else:
-                        summary.count("games")
-                        exported += 1
-                        if max_games is not None and exported >= max_games:
-                            break
-            sealed = exporter.finalize()
-            summary.count("chunks_sealed", len(sealed))
-        finally:
-            writer.close()
-    rejects.close()
+    scope = encoder_scope(encoder.feature_version, encoder.history_length)
+    with RejectLog(rejects_path) as rejects:
+        for src in sources:
+            if max_games is not None and exported >= max_games:
+                break
+            writer = ChunkWriter(store, file_stream_id(src), scope, max_rows=chunk_rows,
+                                 max_bytes=compact_options.memory_budget_bytes // 4,
+                                 always=(config,),
+                                 source={"kind": "file", "file": str(src.resolve())})
+            exporter = IncrementalExporter(
+                writer, feature_version=encoder.feature_version,
+                history_length=encoder.history_length, cache=cache,
+                accept=config_filter(game_name, board_type, num_players))
+            try:
+                limit = None if max_games is None else max_games - exported
+                exported += _export_file(src, exporter, limit, summary, rejects,
+                                         show_progress)
+            finally:
+                writer.close()
     result = compact_with_progress(store, config.key(), output, compact_options, summary,
                                    allow_empty=allow_empty, show_progress=show_progress)
     summarise_compaction(summary, result, compact_options)

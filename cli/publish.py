@@ -13,7 +13,7 @@ from playstream.cli.options import (bootstrap_option, partitions_option, rejects
                                     topic_option)
 from playstream.errors import PlaystreamError, RecordError
 from playstream.gamefiles import open_game_source, position_context
-from playstream.rejects import Reject
+from playstream.rejects import Reject, field_family
 from playstream.topics import DEFAULT_GAMES_PARTITIONS
 from playstream.records import GameRecord, parse_record
 
@@ -91,7 +91,7 @@ def publish_cmd(db: Path | None, jsonl: Path | None, bootstrap: str, topic: str,
                         continue
                     except RecordError as err:
                         error = err
-                summary.skip(f"invalid {error.field}")
+                summary.skip(f"invalid {field_family(error.field)}")
                 rejects.add(Reject.from_error(error, **where))
     except BaseException:
         publisher.close(timeout)  # deliver what we can; the original error is reported

@@ -8,6 +8,7 @@ rejects file (`--rejects FILE.jsonl`), one JSON object per line.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +16,13 @@ from playstream.errors import RecordError
 
 # Context keys of a RecordError that say where the record is (in this order when rendered).
 WHERE_KEYS = ("file", "line", "seq", "topic", "partition", "offset")
+_INDEX = re.compile(r"\[[0-9]+\]")
+
+
+def field_family(field: str | None) -> str:
+    """``moves[17]`` → ``moves``: summaries count skips by field, not by move index (the
+    index is in the rejects)."""
+    return _INDEX.sub("", field or "record")
 
 
 @dataclass(frozen=True)
