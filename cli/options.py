@@ -104,14 +104,15 @@ FEATURE_FORMATS = {"packed": FORMAT_VERSION, "dense": DENSE_FORMAT_VERSION}
 
 def _compact_options(window: str, shuffle: bool, seed: int, val_fraction: float,
                      shard_rows: int | None, sample_every: int, min_moves: int,
-                     dense_policy: bool, features: str, compress: bool,
-                     memory_mb: int) -> CompactOptions:
+                     dense_policy: bool, features: str, compress: bool, memory_mb: int,
+                     drop_duplicate_moves: bool) -> CompactOptions:
     return CompactOptions(window=parse_window(window), shuffle=shuffle, seed=seed,
                           val_fraction=val_fraction, shard_rows=shard_rows,
                           sample_every=sample_every, min_moves=min_moves,
                           dense_policy=dense_policy, compress=compress,
                           format_version=FEATURE_FORMATS[features],
-                          memory_budget_bytes=memory_mb << 20)
+                          memory_budget_bytes=memory_mb << 20,
+                          drop_duplicate_moves=drop_duplicate_moves)
 
 
 
@@ -149,9 +150,12 @@ compaction_options = OptionGroup(
         shared_option("--memory-mb", type=click.IntRange(16, None), default=256,
                       show_default=True,
                       help="Memory budget of the compaction (shuffle buckets, batches)."),
+        shared_option("--drop-duplicate-moves", is_flag=True,
+                      help="Keep only the oldest of games with the same move sequence under "
+                           "different game_ids (always counted and warned about)."),
     ),
     ("window", "shuffle", "seed", "val_fraction", "shard_rows", "sample_every", "min_moves",
-     "dense_policy", "features", "compress", "memory_mb"),
+     "dense_policy", "features", "compress", "memory_mb", "drop_duplicate_moves"),
     _compact_options,
 )
 
@@ -189,6 +193,20 @@ def progress_option(fn: F) -> F:
     return shared_option("--progress/--no-progress", "show_progress", default=True,
                          show_default=True,
                          help="Progress bars on stderr.")(fn)
+
+
+def rejects_option(fn: F) -> F:
+    return click.option("--rejects", "rejects_path", default=None,
+                        type=click.Path(dir_okay=False, path_type=Path),
+                        help="Write every skipped record (where, game_id, field, reason) to "
+                             "this file, one JSON object per line; the first "
+                             "few are always shown on stderr.")(fn)
+
+
+def allow_empty_option(fn: F) -> F:
+    return click.option("--allow-empty", is_flag=True,
+                        help="Publish an empty dataset instead of exiting 1 when no row is "
+                             "left (every record skipped, or every row dropped).")(fn)
 
 
 # Security options (SASL, TLS) join the shared options here, next to the bootstrap servers:

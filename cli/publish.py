@@ -2,17 +2,18 @@
 `playstream selfplay --bootstrap` (the lead's command calls `run_selfplay_worker`)."""
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
 import click
 from tqdm import tqdm
 
-from playstream.cli.common import Summary, kafka_extra, progress, reports_errors
-from playstream.cli.options import bootstrap_option, partitions_option, topic_option
+from playstream.cli.common import RejectLog, Summary, kafka_extra, progress, reports_errors
+from playstream.cli.options import (bootstrap_option, partitions_option, rejects_option,
+                                    topic_option)
 from playstream.errors import PlaystreamError, RecordError
-from playstream.gamefiles import open_game_source
+from playstream.gamefiles import open_game_source, position_context
+from playstream.rejects import Reject, field_family
 from playstream.topics import DEFAULT_GAMES_PARTITIONS
 from playstream.records import GameRecord, parse_record
 
@@ -21,8 +22,6 @@ if TYPE_CHECKING:
 
 DEFAULT_WORKER_SPOOL = Path("playstream-spool")
 F = TypeVar("F", bound=Callable[..., Any])
-
-log = logging.getLogger("playstream.producers")
 
 
 def _open_publisher(bootstrap: str, topic: str, spool_dir: Path,
@@ -61,9 +60,11 @@ def _close_and_check(publisher: GamePublisher, summary: Summary, timeout: float)
               help="Spool directory [default: the game file's path + '.spool'].")
 @click.option("--timeout", type=click.FloatRange(0, None), default=60.0, show_default=True,
               help="Seconds to wait at the end for the broker to acknowledge every game.")
+@rejects_option
 @reports_errors
 def publish_cmd(db: Path | None, jsonl: Path | None, bootstrap: str, topic: str,
-                partitions: int, spool_dir: Path | None, timeout: float) -> None:
+                partitions: int, spool_dir: Path | None, timeout: float,
+                rejects_path: Path | None) -> None:
     """Backfill: validate every game of a game file and publish the valid ones to Kafka.
 
     Publishing a file again sends its games again (same key, same bytes); consumers
@@ -78,30 +79,24 @@ def publish_cmd(db: Path | None, jsonl: Path | None, bootstrap: str, topic: str,
     items = open_game_source(source)
     publisher = _open_publisher(bootstrap, topic, spool, partitions)
     try:
-        with progress(None, "publish", "game") as bar:
+        with progress(None, "publish", "game") as bar, RejectLog(rejects_path) as rejects:
             for item in items:
                 bar.update(1)
+                where = position_context(source, item.position)
                 error = item.error
                 if error is None:
                     try:
-                        publisher.publish(parse_record(item.data, file=str(source),
-                                                       position=item.position))
+                        publisher.publish(parse_record(item.data, **where))
                         summary.count("published")
                         continue
                     except RecordError as err:
                         error = err
-                _skip_invalid(summary, source, item.position, error)
+                summary.skip(f"invalid {field_family(error.field)}")
+                rejects.add(Reject.from_error(error, **where))
     except BaseException:
         publisher.close(timeout)  # deliver what we can; the original error is reported
         raise
     _close_and_check(publisher, summary, timeout)
-
-
-def _skip_invalid(summary: Summary, source: Path, position: int, error: RecordError) -> None:
-    summary.skip(f"invalid {error.field}: {error.message}")
-    log.warning("invalid game not published",
-                extra={"file": str(source), "position": position, "game_id": error.game_id,
-                       "field": error.field, "error": error.message})
 
 
 def selfplay_worker_options(fn: F) -> F:

@@ -23,14 +23,18 @@ def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
 @click.command("selfplay")
 @click.option("--board-type", required=True,
               help="A board of the game (connect: square8, square19, hex8, hexagonal).")
-@click.option("--num-players", required=True, type=click.IntRange(2, 4))
+@click.option("--num-players", required=True, type=click.IntRange(2, 4),
+              help="Players (seats) per game.")
 @click.option("--games", "count", type=click.IntRange(1, None), default=None,
               help="Number of games to play.")
 @click.option("--forever", is_flag=True, help="Play until stopped (SIGTERM/Ctrl-C); Kafka only.")
-@click.option("--agent", type=click.Choice(AGENTS), default="random", show_default=True)
+@click.option("--agent", type=click.Choice(AGENTS), default="random", show_default=True,
+              help="Who plays every seat: uniform random moves, or MCTS (soft policy targets).")
 @click.option("--simulations", type=click.IntRange(1, 100_000), default=64, show_default=True,
               help="MCTS simulations per move.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Run seed: game i of a worker is seeded from (seed, --worker, i), so workers "
+                   "sharing a seed play different games and a rerun replays its own.")
 @click.option("--worker", default="0", show_default=True,
               help="Worker name on this node (part of game ids and the record's source).")
 @click.option("--game", "game_name", default="connect", show_default=True,

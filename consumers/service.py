@@ -254,7 +254,12 @@ class FinalizerService:
             "config_key": key, "version": result.manifest.parent.name, "rows": result.rows,
             "games": result.games, "chunks": len(result.chunks),
             "chunks_used": len(result.chunks_used), "quarantined": len(result.quarantined),
-            "bytes": result.bytes_written, "seconds": round(result.seconds, 3)})
+            "bytes": result.bytes_written, "seconds": round(result.seconds, 3),
+            "duplicate_moves": result.duplicate_moves})
+        if result.duplicate_moves:
+            log.warning("games repeat the move sequence of an older game under another "
+                        "game_id", extra={"config_key": key, "games": result.duplicate_moves,
+                                          "dropped": self.options.drop_duplicate_moves})
         return result
 
     def _retain(self, key: str) -> list[Path]:

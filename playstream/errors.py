@@ -141,3 +141,8 @@ class ConfigFileError(PlaystreamError):
         self.line = line
         self.key = key
         super().__init__(message, file=file, line=line, key=key, **context)
+
+
+class EmptyResultError(PlaystreamError):
+    """An export or compaction would publish no rows: every record was skipped (invalid, or
+    of another configuration) or every row dropped. Not a success unless asked for."""

@@ -331,6 +331,8 @@ def test_a_shared_option_declared_outside_shared_option_would_show(
         "--config": "compact's configuration key; the file is the group's --config",
         "--bootstrap-server": "shared, but selfplay's and demo's are explicit only",
         "--bootstrap": "idem",
+        "--rejects": "a file of this run's skipped records",
+        "--allow-empty": "a decision about this run's result",
     }
     seen: dict[str, set[str]] = {}
     for name, command in leaf_commands(main).items():

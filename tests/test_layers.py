@@ -22,7 +22,9 @@ SOURCE_FOLDERS = {"playstream": "playstream", "producers": "playstream.producers
 
 # Lowest layer first; a unit imports only units of earlier layers (or itself).
 LAYERS: list[set[str]] = [
-    {"playstream", "playstream.errors", "playstream.durable", "playstream.logs", "playstream.locks"},
+    {"playstream", "playstream.errors", "playstream.durable", "playstream.logs", "playstream.locks",
+     "playstream.digests"},
+    {"playstream.rejects"},
     {"playstream.storage"},
     {"playstream.games"},
     {"playstream.records"},
