@@ -160,3 +160,26 @@ def chunk_store_option(*, required: bool, default: Path | None = None,
                          type=click.Path(file_okay=False, path_type=Path),
                          required=required, default=default, show_default=default is not None,
                          help=help_text)
+
+
+@dataclass(frozen=True)
+class MetricsEndpoint:
+    """Where a long-running command serves its Prometheus metrics; port 0 is off."""
+
+    port: int
+    host: str
+
+
+metrics_options = OptionGroup(
+    "metrics_endpoint",
+    (
+        shared_option("--metrics-port", type=click.IntRange(0, 65535), default=0,
+                      show_default=True,
+                      help="Serve Prometheus metrics (/metrics), /healthz and /readyz on "
+                           "this port; 0 is off. Needs the metrics extra."),
+        shared_option("--metrics-host", default="127.0.0.1", show_default=True,
+                      help="Address the metrics port binds to."),
+    ),
+    ("metrics_port", "metrics_host"),
+    lambda metrics_port, metrics_host: MetricsEndpoint(metrics_port, metrics_host),
+)

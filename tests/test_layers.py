@@ -22,7 +22,8 @@ SOURCE_FOLDERS = {"playstream": "playstream", "producers": "playstream.producers
 
 # Lowest layer first; a unit imports only units of earlier layers (or itself).
 LAYERS: list[set[str]] = [
-    {"playstream", "playstream.errors", "playstream.durable", "playstream.logs", "playstream.locks"},
+    {"playstream", "playstream.errors", "playstream.durable", "playstream.logs", "playstream.locks",
+     "playstream.metrics"},
     {"playstream.games"},
     {"playstream.records"},
     {"playstream.topics"},
@@ -36,6 +37,7 @@ LAYERS: list[set[str]] = [
     {"playstream.quality"},
     # edges: they depend on the core, never the reverse
     {"playstream.localkafka"},
+    {"playstream.prometheus"},
     {"playstream.producers"},
     {"playstream.streams"},
     {"playstream.consumers"},
@@ -44,7 +46,7 @@ LAYERS: list[set[str]] = [
     {"playstream.__main__"},
 ]
 KAFKA_EDGES = {"playstream.producers", "playstream.streams", "playstream.consumers"}
-EDGES = KAFKA_EDGES | {"playstream.localkafka"}
+EDGES = KAFKA_EDGES | {"playstream.localkafka", "playstream.prometheus"}
 KAFKA_CLIENTS = {"kafka", "aiokafka", "faust", "mode"}
 
 
