@@ -18,7 +18,8 @@ from playstream.compaction.compact import CompactOptions
 from playstream.compaction.windows import parse_window
 from playstream.encoders.features import MAX_HISTORY_LENGTH
 from playstream.encoders.versions import FEATURE_VERSIONS, get_feature_version
-from playstream.topics import DEFAULT_GAMES_PARTITIONS, DEFAULT_GAMES_TOPIC
+from playstream.topics import (DEFAULT_DLQ_TOPIC, DEFAULT_GAMES_PARTITIONS, DEFAULT_GAMES_TOPIC,
+                               FINALIZER_GROUP, PROCESSOR_GROUP)
 
 F = TypeVar("F", bound=Callable[..., Any])
 ENV_PREFIX = "PLAYSTREAM_"
@@ -145,6 +146,23 @@ def bootstrap_option(*, required: bool,
 def topic_option(fn: F) -> F:
     return shared_option("--topic", default=DEFAULT_GAMES_TOPIC, show_default=True,
                          help="Games topic.")(fn)
+
+
+def dlq_topic_option(fn: F) -> F:
+    return shared_option("--dlq-topic", default=DEFAULT_DLQ_TOPIC, show_default=True,
+                         help="Dead-letter topic.")(fn)
+
+
+def processor_group_option(fn: F) -> F:
+    return click.option("--group", default=PROCESSOR_GROUP, show_default=True,
+                        help="Consumer group of the stream processors (they share the "
+                             "partitions).")(fn)
+
+
+def finalizer_group_option(*decls: str) -> Callable[[F], F]:
+    """``--group`` of `finalize`; other commands name it ``--finalizer-group``."""
+    return click.option(*decls, default=FINALIZER_GROUP, show_default=True,
+                        help="Consumer group of the finalizer (holds its committed offsets).")
 
 
 def partitions_option(fn: F) -> F:

@@ -11,12 +11,11 @@ import click
 from playstream.cli.common import Duration, Summary, Timestamp, kafka_extra, reports_errors
 from playstream.cli.metrics import serving_metrics
 from playstream.cli.options import (EncoderChoice, MetricsEndpoint, bootstrap_option,
-                                    chunk_rows_option, chunk_store_option, encoder_options,
-                                    metrics_options, partitions_option, shared_option,
-                                    topic_option)
+                                    chunk_rows_option, chunk_store_option, dlq_topic_option,
+                                    encoder_options, metrics_options, partitions_option,
+                                    processor_group_option, shared_option, topic_option)
 from playstream.errors import PlaystreamError
-from playstream.topics import (DEFAULT_CHUNKS_TOPIC, DEFAULT_DLQ_TOPIC, PROCESSOR_GROUP,
-                               SIDE_TOPIC_PARTITIONS)
+from playstream.topics import DEFAULT_CHUNKS_TOPIC, SIDE_TOPIC_PARTITIONS
 
 DEFAULT_CHUNKS_DIR = Path("playstream-chunks")
 DEFAULT_READY_MAX_LAG = 10_000
@@ -26,15 +25,13 @@ DEFAULT_READY_MAX_LAG = 10_000
 @bootstrap_option(required=True)
 @topic_option
 @partitions_option
-@click.option("--group", default=PROCESSOR_GROUP, show_default=True,
-              help="Consumer group: processors of one group share the partitions.")
+@processor_group_option
 @chunk_store_option(required=False, default=DEFAULT_CHUNKS_DIR)
 @encoder_options
 @chunk_rows_option
 @click.option("--chunk-age", type=Duration(), default="60s", show_default=True,
               help="Seal a partition's chunk when it is this old, even if it is small.")
-@shared_option("--dlq-topic", default=DEFAULT_DLQ_TOPIC, show_default=True,
-               help="Dead-letter topic.")
+@dlq_topic_option
 @shared_option("--chunks-topic", default=DEFAULT_CHUNKS_TOPIC, show_default=True,
                help="Chunk announcement topic.")
 @click.option("--from", "from_time", type=Timestamp(), default=None,
