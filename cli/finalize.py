@@ -19,8 +19,8 @@ import click
 from playstream.cli.common import Duration, Summary, kafka_extra, reports_errors
 from playstream.cli.metrics import serving_metrics
 from playstream.cli.options import (MetricsEndpoint, bootstrap_option, chunk_store_option,
-                                    compaction_options, finalizer_group_option, metrics_options,
-                                    shared_option)
+                                    compaction_options, datasets_option, finalizer_group_option,
+                                    metrics_options, shared_option)
 from playstream.compaction import CompactOptions
 from playstream.errors import PlaystreamError
 from playstream.topics import DEFAULT_CHUNKS_TOPIC, SIDE_TOPIC_PARTITIONS
@@ -63,8 +63,7 @@ def _run_until_signalled(service: FinalizerService) -> None:
 @bootstrap_option(required=True)
 @chunk_store_option(required=True,
                     help_text="The chunk store the stream processors seal chunks into.")
-@shared_option("--output", required=True, type=click.Path(file_okay=False, path_type=Path),
-               help="Datasets folder: one dataset directory per configuration key.")
+@datasets_option(required=True)
 @click.option("--every", "every_s", type=Duration(), default="60s", show_default=True,
               help="How often configurations with new chunks are republished.")
 @shared_option("--chunks-topic", default=DEFAULT_CHUNKS_TOPIC, show_default=True,

@@ -172,6 +172,13 @@ def partitions_option(fn: F) -> F:
                               "it).")(fn)
 
 
+def datasets_option(*, required: bool,
+                    help_text: str = "Datasets folder: one dataset directory per "
+                                     "configuration key.") -> Callable[[F], F]:
+    return shared_option("--output", required=required, default=None,
+                         type=click.Path(file_okay=False, path_type=Path), help=help_text)
+
+
 def chunk_store_option(*, required: bool, default: Path | None = None,
                        help_text: str = "Chunk store folder.") -> Callable[[F], F]:
     return shared_option("--chunks", "chunk_dir",

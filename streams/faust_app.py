@@ -207,7 +207,7 @@ def build_app(bootstrap: str, *, group: str = PROCESSOR_GROUP, games_topic: str,
         broker_commit_interval=COMMIT_INTERVAL_S, broker_session_timeout=SESSION_TIMEOUT_S,
         consumer_auto_offset_reset="earliest",
         consumer_max_fetch_size=MAX_MESSAGE_BYTES, web_enabled=False,
-        topic_disable_leader=True)
+        topic_disable_leader=True, broker_client_id="playstream-stream")
     app.processor = processor
     app.consumed_lag = {}
     commits = SealedCommits(app, processor, games_topic)
