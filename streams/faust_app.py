@@ -131,13 +131,16 @@ class SealedCommits:
         self._committed: dict[int, int] = {}
 
     async def commit(self, offsets: dict[int, int] | None = None) -> None:
-        """Commit ``offsets`` (partition → offset), by default the sealed-through ones that
-        changed. A commit refused because the group is rebalancing is simply skipped: the
-        next owner commits its own resume offsets."""
-        wanted = self._processor.sealed_through() if offsets is None else offsets
+        """Commit ``offsets`` (partition → offset) unconditionally, or by default the
+        sealed-through offsets that changed since the last commit. A commit refused because
+        the group is rebalancing is simply skipped: the next owner commits its own resume
+        offsets."""
         assignment = self._app.consumer.assignment()
-        todo = {TP(self._topic, p): o for p, o in wanted.items()
-                if self._committed.get(p) != o and TP(self._topic, p) in assignment}
+        if offsets is None:
+            offsets = {p: o for p, o in self._processor.sealed_through().items()
+                       if self._committed.get(p) != o}
+        todo = {TP(self._topic, p): o for p, o in offsets.items()
+                if TP(self._topic, p) in assignment}
         if todo and await self._app.consumer._commit(todo):
             self._committed.update({tp.partition: o for tp, o in todo.items()})
 

@@ -55,12 +55,14 @@ class ProcessorCounters:
 
 @dataclass
 class _Owned:
-    """An assigned partition: its writer, the next offset it has not seen, and the Kafka
-    timestamps (offset, epoch seconds) of its records not yet sealed, for the latency."""
+    """An assigned partition: its writer, the next offset it has not seen, where it started
+    (a replay start skips what lies before it), and the Kafka timestamps (offset, epoch
+    seconds) of its records not yet sealed, for the latency."""
 
     writer: ChunkWriter
     exporter: IncrementalExporter
     expected: int
+    start: int
     unsealed_times: list[tuple[int, float]] = field(default_factory=list)
 
 
@@ -111,9 +113,11 @@ class StreamProcessor:
         return owned.expected if owned is not None else None
 
     def sealed_through(self) -> dict[int, int]:
-        """Per assigned partition, one past its newest sealed offset: what the group commits
-        so that Kafka's own lag tools see the records that are not yet in a chunk."""
-        return {p: owned.writer.next_position for p, owned in sorted(self._owned.items())}
+        """Per assigned partition, one past its newest sealed offset (or the replay start, if
+        later: what lies before it is skipped on purpose): what the group commits so that
+        Kafka's own lag tools see the records that are not yet in a chunk."""
+        return {p: max(owned.writer.next_position, owned.start)
+                for p, owned in sorted(self._owned.items())}
 
     @property
     def open_rows(self) -> int:
@@ -139,7 +143,7 @@ class StreamProcessor:
             start = replay
         exporter = IncrementalExporter(writer, feature_version=self.feature_version,
                                        history_length=self.history_length)
-        self._owned[partition] = _Owned(writer, exporter, start)
+        self._owned[partition] = _Owned(writer, exporter, start, start)
         log.info("partition assigned", extra={"stream": stream, "offset": start,
                                               "resume": writer.next_position})
         return start
