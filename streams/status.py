@@ -22,6 +22,7 @@ from playstream.errors import PlaystreamError
 from playstream.topics import MAX_MESSAGE_BYTES
 
 FETCH_TIMEOUT_S = 5.0
+CONNECT_TIMEOUT_MS = 10_000  # a check must fail fast when the cluster is away
 REASON_HEADER = "playstream-reason"
 CLIENT_ID = "playstream-status"
 
@@ -74,9 +75,11 @@ class KafkaStatus:
                                            group_id=None, client_id=CLIENT_ID,
                                            enable_auto_commit=False,
                                            auto_offset_reset="earliest",
-                                           max_partition_fetch_bytes=MAX_MESSAGE_BYTES)
+                                           max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
+                                           bootstrap_timeout_ms=CONNECT_TIMEOUT_MS)
             self._admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","),
-                                           client_id=CLIENT_ID)
+                                           client_id=CLIENT_ID,
+                                           bootstrap_timeout_ms=CONNECT_TIMEOUT_MS)
         except KafkaError as err:
             raise _fail("cannot reach Kafka", err, bootstrap=bootstrap) from None
 
@@ -180,9 +183,10 @@ class KafkaStatus:
             members = []
             for m in info.get("members", []):
                 assignment = m.get("member_assignment")
-                parts = ([f"{a['topic']}:{p}" for a in assignment.get("assigned_partitions", [])
-                          for p in a["partitions"]] if isinstance(assignment, dict) else [])
+                owned = sorted((a["topic"], p) for a in assignment.get("assigned_partitions", [])
+                               for p in a["partitions"]) if isinstance(assignment, dict) else []
                 members.append(GroupMember(m["member_id"], m["client_id"],
-                                           m["client_host"].lstrip("/"), sorted(parts)))
+                                           m["client_host"].lstrip("/"),
+                                           [f"{topic}:{p}" for topic, p in owned]))
             out.append(GroupStatus(group, info.get("group_state", "Unknown"), members))
         return out
