@@ -25,8 +25,8 @@ from playstream.compaction.windows import parse_window
 from playstream.dataset.schema import DENSE_FORMAT_VERSION, FORMAT_VERSION
 from playstream.encoders.features import MAX_HISTORY_LENGTH
 from playstream.encoders.versions import FEATURE_VERSIONS, get_feature_version
-from playstream.topics import (DEFAULT_GAMES_PARTITIONS, DEFAULT_GAMES_TOPIC, FINALIZER_GROUP,
-                               PROCESSOR_GROUP)
+from playstream.topics import (DEFAULT_DLQ_TOPIC, DEFAULT_GAMES_PARTITIONS, DEFAULT_GAMES_TOPIC,
+                               FINALIZER_GROUP, PROCESSOR_GROUP)
 
 F = TypeVar("F", bound=Callable[..., Any])
 ENV_PREFIX = "PLAYSTREAM_"
@@ -226,6 +226,23 @@ def topic_option(fn: F) -> F:
                          help="Games topic.")(fn)
 
 
+def dlq_topic_option(fn: F) -> F:
+    return shared_option("--dlq-topic", default=DEFAULT_DLQ_TOPIC, show_default=True,
+                         help="Dead-letter topic.")(fn)
+
+
+def processor_group_option(fn: F) -> F:
+    return click.option("--group", default=PROCESSOR_GROUP, show_default=True,
+                        help="Consumer group of the stream processors (they share the "
+                             "partitions).")(fn)
+
+
+def finalizer_group_option(*decls: str) -> Callable[[F], F]:
+    """``--group`` of `finalize`; other commands name it ``--finalizer-group``."""
+    return click.option(*decls, default=FINALIZER_GROUP, show_default=True,
+                        help="Consumer group of the finalizer (holds its committed offsets).")
+
+
 def partitions_option(fn: F) -> F:
     return shared_option("--partitions", type=click.IntRange(1, 10_000),
                          default=DEFAULT_GAMES_PARTITIONS, show_default=True,
@@ -252,11 +269,10 @@ def processor_group_option(fn: F) -> F:
                               "group share the partitions.")(fn)
 
 
-def finalizer_group_option(fn: F) -> F:
+def finalizer_group_option() -> Callable[[F], F]:
     return shared_option("--group", "group", key="finalizer_group", default=FINALIZER_GROUP,
                          show_default=True,
-                         help="Consumer group of the finalizer (holds its committed "
-                              "offsets).")(fn)
+                         help="Consumer group of the finalizer (holds its committed offsets).")
 
 
 def chunk_store_option(*, required: bool, default: Path | None = None, must_exist: bool = False,
@@ -269,10 +285,35 @@ def chunk_store_option(*, required: bool, default: Path | None = None, must_exis
                          required=required, help=help_text, **defaults)
 
 
-def datasets_option(fn: F) -> F:
+def datasets_option(*, required: bool = True,
+                    help_text: str = "Datasets folder: one dataset directory per configuration "
+                                     "key.") -> Callable[[F], F]:
     """The finalizer's datasets folder. Its key is `datasets`, not `output`: every other
     command's --output is a file or folder of that one run, never a shared setting."""
-    return shared_option("--output", "--datasets", "output", key="datasets", required=True,
-                         type=click.Path(file_okay=False, path_type=Path),
-                         help="Datasets folder: one dataset directory per configuration "
-                              "key.")(fn)
+    extra = {"required": True} if required else {}
+    return shared_option("--output", "--datasets", "output", key="datasets",
+                         type=click.Path(file_okay=False, path_type=Path), help=help_text,
+                         **extra)
+
+
+@dataclass(frozen=True)
+class MetricsEndpoint:
+    """Where a long-running command serves its Prometheus metrics; port 0 is off."""
+
+    port: int
+    host: str
+
+
+metrics_options = OptionGroup(
+    "metrics_endpoint",
+    (
+        shared_option("--metrics-port", type=click.IntRange(0, 65535), default=0,
+                      show_default=True,
+                      help="Serve Prometheus metrics (/metrics), /healthz and /readyz on "
+                           "this port; 0 is off. Needs the metrics extra."),
+        shared_option("--metrics-host", default="127.0.0.1", show_default=True,
+                      help="Address the metrics port binds to."),
+    ),
+    ("metrics_port", "metrics_host"),
+    lambda metrics_port, metrics_host: MetricsEndpoint(metrics_port, metrics_host),
+)

@@ -31,7 +31,8 @@ UNITS = {"playstream-selfplay@.service": "selfplay", "playstream-stream@.service
 INSTANCE = "7"
 # What may stay on a command line: what differs per instance (seed, spool), the mode, the log
 # level, and selfplay's broker in compose (it is never read from the environment).
-PER_INSTANCE_FLAGS = {"--log-level", "--forever", "--seed", "--spool"}
+# What an instance of a template unit picks for itself (its seed, spool, metrics port).
+PER_INSTANCE_FLAGS = {"--log-level", "--forever", "--seed", "--spool", "--metrics-port"}
 
 
 def check_invocation(argv: list[str], where: str, env: dict[str, str] | None = None
@@ -198,6 +199,13 @@ def test_every_compose_service_runs_a_real_playstream_command(
     for name in by_command["selfplay"]:
         assert under(str(option(contexts[name], "--spool")), mounts[name])
 
+    # every pipeline service serves its metrics on the port it exposes, to the network
+    for name, ctx in contexts.items():
+        port = option(ctx, "--metrics-port")
+        assert port and compose["services"][name]["expose"] == [str(port)], name
+        assert option(ctx, "--metrics-host") == "0.0.0.0", name
+        assert "ports" not in compose["services"][name], name  # not published to the host
+
 
 # -- systemd -------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
@@ -241,6 +249,10 @@ def test_systemd_unit_runs_a_real_playstream_command_confined(unit: str,
         assert "%i" in exec_start
     if UNITS[unit] in ("stream", "finalize"):
         assert str(option(ctx, "--chunks")) == config["chunks"]
+        # metrics on the loopback only, a distinct port per unit (per instance for stream)
+        assert option(ctx, "--metrics-host") == "127.0.0.1"
+        assert option(ctx, "--metrics-port") == (
+            int(f"941{INSTANCE}") if UNITS[unit] == "stream" else 9430)
 
 
 # -- the configuration file ----------------------------------------------------------------
