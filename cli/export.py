@@ -11,14 +11,15 @@ import click
 from playstream.chunks import ChunkStore, ChunkWriter, file_stream_id
 from playstream.cli.common import Summary, progress, reports_errors
 from playstream.cli.options import (EncoderChoice, chunk_rows_option, chunk_store_option,
-                                    compaction_options, encoder_options, progress_option,
-                                    shared_option)
+                                    compaction_options, encoder_options, game_option,
+                                    progress_option, shared_option)
 from playstream.compaction.compact import CompactOptions, CompactionResult, compact
 from playstream.dataset.config import encoder_scope
 from playstream.encoders.cache import ExportCache
 from playstream.encoders.versions import ExportSettings
 from playstream.errors import GameFileError
 from playstream.gamefiles import open_game_source
+from playstream.games import MAX_SEATS
 from playstream.incremental import IncrementalExporter, RecordFilter
 from playstream.records import GameRecord
 
@@ -76,10 +77,9 @@ def summarise_compaction(summary: Summary, result: CompactionResult) -> None:
 @click.option("--use-discovery", "discovery", type=click.Path(path_type=Path), default=None,
               help="Find game files under this folder (see README, 'Discovery').")
 @click.option("--board-type", required=True,
-              help="A board of the game (connect: square8, square19, hex8, hexagonal).")
-@click.option("--num-players", required=True, type=click.IntRange(2, 4))
-@click.option("--game", "game_name", default="connect", show_default=True,
-              help="Registered game (entry point group playstream.games).")
+              help="A board type of the game (`playstream games` lists them).")
+@click.option("--num-players", required=True, type=click.IntRange(1, MAX_SEATS))
+@game_option
 @click.option("--output", required=True, type=click.Path(path_type=Path),
               help="OUT.npz (one file) or a folder (versions + 'current' link).")
 @encoder_options
@@ -111,19 +111,20 @@ def export_cmd(dbs: tuple[Path, ...], jsonls: tuple[Path, ...], discovery: Path 
     cache = ExportCache(cache_dir) if cache_dir else None
     summary = Summary("export")
     exported = 0
+    feature_version = encoder.version_for(game_name)
     config = ExportSettings(game=game_name, board_type=board_type, num_players=num_players,
-                            feature_version=encoder.feature_version,
+                            feature_version=feature_version,
                             history_length=encoder.history_length).dataset_config()
     for src in sources:
         if max_games is not None and exported >= max_games:
             break
-        writer = ChunkWriter(store, file_stream_id(src), encoder_scope(encoder.feature_version,
+        writer = ChunkWriter(store, file_stream_id(src), encoder_scope(feature_version,
                                                                        encoder.history_length),
                              max_rows=chunk_rows,
                              max_bytes=compact_options.memory_budget_bytes // 4,
                              always=(config,),
                              source={"kind": "file", "file": str(src.resolve())})
-        exporter = IncrementalExporter(writer, feature_version=encoder.feature_version,
+        exporter = IncrementalExporter(writer, feature_version=feature_version,
                                        history_length=encoder.history_length,
                                        accept=config_filter(game_name, board_type, num_players),
                                        cache=cache)

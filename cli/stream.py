@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from playstream.cli.common import Duration, Summary, Timestamp, kafka_extra, reports_errors
-from playstream.cli.options import (EncoderChoice, bootstrap_option, chunk_rows_option,
+from playstream.cli.options import (EncoderChoice, game_option, bootstrap_option, chunk_rows_option,
                                     chunk_store_option, encoder_options, partitions_option,
                                     shared_option, topic_option)
 from playstream.errors import PlaystreamError
@@ -26,6 +26,7 @@ DEFAULT_CHUNKS_DIR = Path("playstream-chunks")
 @click.option("--group", default=PROCESSOR_GROUP, show_default=True,
               help="Consumer group: processors of one group share the partitions.")
 @chunk_store_option(required=False, default=DEFAULT_CHUNKS_DIR)
+@game_option
 @encoder_options
 @chunk_rows_option
 @click.option("--chunk-age", type=Duration(), default="60s", show_default=True,
@@ -39,7 +40,8 @@ DEFAULT_CHUNKS_DIR = Path("playstream-chunks")
                    "never re-reads what the store has sealed.")
 @reports_errors
 def stream_cmd(bootstrap: str, topic: str, partitions: int, group: str, chunk_dir: Path,
-               encoder: EncoderChoice, chunk_rows: int, chunk_age: float, dlq_topic: str,
+               game_name: str, encoder: EncoderChoice, chunk_rows: int, chunk_age: float,
+               dlq_topic: str,
                chunks_topic: str, from_time: datetime | None) -> None:
     """Consume game records from Kafka into exactly-once chunks until SIGTERM/SIGINT.
 
@@ -47,6 +49,7 @@ def stream_cmd(bootstrap: str, topic: str, partitions: int, group: str, chunk_di
     announced on the chunks topic. A stop discards the open chunks (the next owner re-reads
     them) and releases the stream locks.
     """
+    feature_version = encoder.version_for(game_name)  # records of other games are skipped
     with kafka_extra("stream"):
         from playstream.producers.topics import ensure_topics
         from playstream.streams.faust_app import build_app, run_worker
@@ -55,7 +58,7 @@ def stream_cmd(bootstrap: str, topic: str, partitions: int, group: str, chunk_di
                               chunks_topic: SIDE_TOPIC_PARTITIONS})
     app = build_app(bootstrap, group=group, games_topic=topic, dlq_topic=dlq_topic,
                     chunks_topic=chunks_topic, store_dir=chunk_dir,
-                    feature_version=encoder.feature_version,
+                    feature_version=feature_version,
                     history_length=encoder.history_length,
                     max_rows=chunk_rows, max_age_s=chunk_age, partitions=partitions,
                     from_timestamp=from_time)

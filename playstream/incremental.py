@@ -15,7 +15,7 @@ from playstream.dataset import DatasetConfig
 from playstream.encoders.cache import ExportCache
 from playstream.encoders.rows import encode_game_rows
 from playstream.encoders.versions import ExportSettings
-from playstream.errors import PlaystreamError, RecordError
+from playstream.errors import FeatureVersionError, PlaystreamError, RecordError
 from playstream.games import get_game
 from playstream.records import GameRecord, validate_record
 
@@ -85,7 +85,13 @@ class IncrementalExporter:
         if reason is not None:
             sealed = self.writer.add(position, skipped=reason)
             return AddResult(position, record.game_id, 0, reason, None, sealed)
-        settings, config = self.settings_for(record.game, record.board_type, record.num_players)
+        try:
+            settings, config = self.settings_for(record.game, record.board_type,
+                                                 record.num_players)
+        except FeatureVersionError as err:  # a valid game this encoder does not encode
+            reason = f"not encoded: {err.message}"
+            sealed = self.writer.add(position, skipped=reason)
+            return AddResult(position, record.game_id, 0, reason, None, sealed)
         try:
             rows = self._encode(record, replay, settings)
         except PlaystreamError as err:

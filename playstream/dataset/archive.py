@@ -21,7 +21,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from playstream.dataset.schema import (FORMAT_NAME, FORMAT_VERSION, MAX_MEMBERS,
+from playstream.dataset.schema import (FORMAT_NAME, READABLE_FORMAT_VERSIONS, MAX_MEMBERS,
                                        MAX_METADATA_BYTES, METADATA, checksum_hasher)
 from playstream.errors import DatasetError
 
@@ -158,11 +158,12 @@ class Archive:
             raise fail(f"is not valid JSON: {exc}") from None
         if not isinstance(metadata, dict):
             raise fail(f"JSON is a {type(metadata).__name__}, not an object")
-        if metadata.get("format") != FORMAT_NAME or metadata.get("format_version") != \
-                FORMAT_VERSION:
+        version = metadata.get("format_version")
+        if metadata.get("format") != FORMAT_NAME or isinstance(version, bool) \
+                or version not in READABLE_FORMAT_VERSIONS:
             raise fail(f"format is {metadata.get('format')!r} version "
                        f"{metadata.get('format_version')!r}, expected {FORMAT_NAME!r} version "
-                       f"{FORMAT_VERSION}")
+                       f"{' or '.join(map(str, READABLE_FORMAT_VERSIONS))}")
         return metadata
 
     def memmap(self, member: Member) -> np.ndarray:

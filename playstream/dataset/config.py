@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, fields
 from typing import Any, Mapping, Sequence
 
-from playstream.dataset.schema import SEATS
+from playstream.dataset.schema import MAX_VALUE_SEATS, V1_VALUE_SEATS
 from playstream.errors import ConfigMismatchError, DatasetError
 
 _IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -44,13 +44,15 @@ class DatasetConfig:
     policy_size: int
     height: int
     width: int
+    value_seats: int = 0  # values_mp columns; 0 = num_players (format 1 files: 4)
+    binary_channels: tuple[bool, ...] = ()  # per channel; () = none known (format 1 files)
 
     def __post_init__(self) -> None:
         for name in ("game", "game_version", "board_type", "feature_version"):
             value = getattr(self, name)
             if not isinstance(value, str) or not _IDENT.fullmatch(value):
                 _invalid(name, f"must match {_IDENT.pattern} (it names files), got {value!r}")
-        _check_int("num_players", self.num_players, 1, SEATS)
+        _check_int("num_players", self.num_players, 1, MAX_VALUE_SEATS)
         _check_int("history_length", self.history_length, 0, 1 << 16)
         _check_int("policy_size", self.policy_size, 1, MAX_POLICY_SIZE)
         _check_int("height", self.height, 1, MAX_BOARD_SIDE)
@@ -59,6 +61,16 @@ class DatasetConfig:
         object.__setattr__(self, "channels", _names("channels", self.channels, minimum=1))
         object.__setattr__(self, "global_names", _names("global_names", self.global_names,
                                                         minimum=0))
+        if self.value_seats == 0:
+            object.__setattr__(self, "value_seats", self.num_players)
+        _check_int("value_seats", self.value_seats, self.num_players, MAX_VALUE_SEATS)
+        binary = self.binary_channels
+        if isinstance(binary, str) or not isinstance(binary, Sequence) \
+                or any(not isinstance(b, bool) for b in binary) \
+                or len(binary) not in (0, len(self.channels)):
+            _invalid("binary_channels", f"must be {len(self.channels)} booleans (one per "
+                                        f"channel) or empty")
+        object.__setattr__(self, "binary_channels", tuple(binary))
 
     def key(self) -> str:
         """Short stable identifier, e.g. 'connect-1_square8_2p_v2_h3'; safe as a path part."""
@@ -69,6 +81,7 @@ class DatasetConfig:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["channels"] = list(self.channels)
         out["global_names"] = list(self.global_names)
+        out["binary_channels"] = list(self.binary_channels)
         return out
 
     @classmethod
@@ -76,8 +89,14 @@ class DatasetConfig:
         """The configuration stored in a file's metadata; DatasetError naming a missing or
         invalid key otherwise."""
         values = {}
+        old = metadata.get("format_version") == 1
         for f in fields(cls):
             if f.name not in metadata:
+                if old and f.name == "value_seats":
+                    values[f.name] = V1_VALUE_SEATS
+                    continue
+                if old and f.name == "binary_channels":
+                    continue
                 _invalid(f.name, "missing from metadata")
             values[f.name] = metadata[f.name]
         return cls(**values)

@@ -1,4 +1,4 @@
-"""Version 1 of the playstream NPZ format: array names, dtypes, bounds and the checksum rule.
+"""Version 2 of the playstream NPZ format: array names, dtypes, bounds and the checksum rule.
 
 Everything the writer, the reader and the validator must agree on lives here, so that a change
 of the format is one edit plus a version bump. docs/FORMAT.md is the prose form of this module.
@@ -11,10 +11,14 @@ from typing import Final
 import numpy as np
 
 FORMAT_NAME: Final = "playstream-npz"
-FORMAT_VERSION: Final = 1
+FORMAT_VERSION: Final = 2
+READABLE_FORMAT_VERSIONS: Final = (1, 2)
+"""Version 1 files still read: their values_mp has 4 columns whatever the player count
+(metadata ``value_seats`` is 4 for them) and their channels carry no binary flags."""
 
 MAX_GAME_ID_LEN: Final = 128
-SEATS: Final = 4  # values_mp always has one column per possible seat 1..4
+V1_VALUE_SEATS: Final = 4  # format 1: values_mp had one column per possible seat 1..4
+MAX_VALUE_SEATS: Final = 8  # values_mp columns: the configuration's seats, at most 8
 POLICY_SUM_TOLERANCE: Final = 1e-3
 # Bounds on untrusted files: a hostile header or metadata member cannot make a reader allocate
 # or parse without limit.
@@ -60,6 +64,8 @@ REQUIRED_METADATA_KEYS: Final = (
     "feature_version", "history_length", "channels", "global_names", "policy_size", "height",
     "width", "rows", "games", "created_at", "dense_policy", "checksums", "extra",
 )
+V2_METADATA_KEYS: Final = ("value_seats", "binary_channels")
+"""Configuration keys format 2 added (required from version 2 on)."""
 
 
 def file_arrays(dense_policy: bool) -> tuple[str, ...]:
