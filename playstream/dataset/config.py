@@ -14,6 +14,10 @@ from playstream.dataset.schema import MAX_VALUE_SEATS, V1_VALUE_SEATS
 from playstream.errors import ConfigMismatchError, DatasetError
 
 _IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_BOARD = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=,()-]{0,63}")
+"""Board types may be parameterised game strings, ``go(board_size=9)``; `DatasetConfig.key`
+spells them path-safe (``go.board_size-9``)."""
+_KEY_SPELLING = str.maketrans({"(": ".", ")": "", ",": ".", "=": "-"})
 MAX_NAME_LEN = 128
 MAX_CHANNELS = 65536
 MAX_POLICY_SIZE = 1 << 24
@@ -50,8 +54,9 @@ class DatasetConfig:
     def __post_init__(self) -> None:
         for name in ("game", "game_version", "board_type", "feature_version"):
             value = getattr(self, name)
-            if not isinstance(value, str) or not _IDENT.fullmatch(value):
-                _invalid(name, f"must match {_IDENT.pattern} (it names files), got {value!r}")
+            pattern = _BOARD if name == "board_type" else _IDENT
+            if not isinstance(value, str) or not pattern.fullmatch(value):
+                _invalid(name, f"must match {pattern.pattern} (it names files), got {value!r}")
         _check_int("num_players", self.num_players, 1, MAX_VALUE_SEATS)
         _check_int("history_length", self.history_length, 0, 1 << 16)
         _check_int("policy_size", self.policy_size, 1, MAX_POLICY_SIZE)
@@ -74,7 +79,8 @@ class DatasetConfig:
 
     def key(self) -> str:
         """Short stable identifier, e.g. 'connect-1_square8_2p_v2_h3'; safe as a path part."""
-        return (f"{self.game}-{self.game_version}_{self.board_type}_{self.num_players}p_"
+        board = self.board_type.translate(_KEY_SPELLING)
+        return (f"{self.game}-{self.game_version}_{board}_{self.num_players}p_"
                 f"{encoder_scope(self.feature_version, self.history_length)}")
 
     def to_metadata(self) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import socket
 from datetime import datetime, timezone
 from typing import Iterator
@@ -56,7 +57,8 @@ def game_id(game_name: str, board_type: str, num_players: int, source: Source,
     ident = json.dumps([game_name, board_type, num_players, source.model_dump(), index],
                        sort_keys=True)
     digest = hashlib.sha256(ident.encode()).hexdigest()[:24]
-    return f"{game_name}-{board_type}-{num_players}p-{digest}"
+    board = re.sub(r"[^A-Za-z0-9._-]+", "-", board_type).strip("-")  # go(board_size=9)
+    return f"{game_name}-{board}-{num_players}p-{digest}"
 
 
 def generate_records(*, game_name: str = "connect", board_type: str, num_players: int,
