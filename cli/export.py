@@ -30,7 +30,7 @@ CONFIG_TAG = re.compile(
 def discover_game_files(root: Path, board_type: str, num_players: int) -> list[Path]:
     """Game files under ``root`` by the documented convention: every ``*.db`` and ``*.jsonl``
     below it (hidden folders and ``*.chunks`` folders excluded). A file whose name carries a
-    configuration tag ``<board>_<n>p`` (``hex8_3p_node7.db``) is taken only for that
+    configuration tag ``<board>_<n>p`` (``<board>_3p_node7.db``) is taken only for that
     configuration; untagged files are read and filtered record by record."""
     if not root.is_dir():
         raise GameFileError("discovery folder does not exist", file=str(root))

@@ -114,3 +114,41 @@ def test_board_types_are_an_allow_list() -> None:
     with pytest.raises(RecordError) as err:
         validate_record(record)
     assert err.value.field == "board_type"
+
+
+SYMMETRIC = {"tic_tac_toe": 8, "connect_four": 2, "hex(board_size=7)": 2,
+             "breakthrough(rows=6,columns=6)": 2, "go(board_size=9)": 8, "othello": 4,
+             "chess": 1, "pig(winscore=20)": 1}
+
+
+@pytest.mark.parametrize("board_type", SYMMETRIC)
+def test_symmetries_agree_with_pyspiel(board_type: str) -> None:
+    """Playing the transformed moves in pyspiel gives the transformed observation: new
+    planes[i] = old[cells[i]], new policy[a] = old[actions[a]], so move m becomes the a with
+    actions[a] == m."""
+    from playstream.games import get_game
+    symmetries = get_game("openspiel").symmetries(board_type)
+    assert symmetries.size == SYMMETRIC[board_type]
+    game = pyspiel.load_game(board_type)
+    assert symmetries.actions.shape[1] == game.num_distinct_actions()
+    if symmetries.size == 1:
+        return  # the identity only (checked by Symmetries itself)
+    c = game.observation_tensor_shape()[0]
+    rng = np.random.default_rng(5)
+    for k in range(symmetries.size):
+        inverse = np.argsort(symmetries.actions[k])
+        for _ in range(3):
+            state, mirrored = game.new_initial_state(), game.new_initial_state()
+            for _ in range(int(rng.integers(1, 12))):
+                if state.is_terminal():
+                    break
+                move = int(rng.choice(state.legal_actions()))
+                assert int(inverse[move]) in mirrored.legal_actions()
+                state.apply_action(move)
+                mirrored.apply_action(int(inverse[move]))
+            old = np.asarray(state.observation_tensor(0)).reshape(c, -1)
+            new = np.asarray(mirrored.observation_tensor(0)).reshape(c, -1)
+            channels = (np.arange(c) if symmetries.channels is None
+                        else symmetries.channels[k])
+            np.testing.assert_array_equal(new, old[channels][:, symmetries.cells[k]],
+                                          err_msg=symmetries.names[k])

@@ -78,7 +78,8 @@ class DatasetConfig:
         object.__setattr__(self, "binary_channels", tuple(binary))
 
     def key(self) -> str:
-        """Short stable identifier, e.g. 'connect-1_square8_2p_v2_h3'; safe as a path part."""
+        """Short stable identifier, '<game>-<version>_<board>_<n>p_<features>_h<history>'
+        (e.g. 'openspiel-1_go.board_size-9_2p_obs_h0'); safe as a path part."""
         board = self.board_type.translate(_KEY_SPELLING)
         return (f"{self.game}-{self.game_version}_{board}_{self.num_players}p_"
                 f"{encoder_scope(self.feature_version, self.history_length)}")

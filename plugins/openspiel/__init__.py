@@ -22,28 +22,85 @@ from playstream.errors import FeatureVersionError, IllegalMoveError, UnknownGame
 from playstream.games.base import (CHANCE, CONTRACT_VERSION, MAX_MOVES, FeatureSpec,
                                    GameDefaults, GameLimits, Outcome, PositionPlanes, Replay,
                                    ranks_from_returns, winner_of)
+from playstream.games.symmetry import Symmetries
 from playstream.selfplay.agents import Decision, SearchStats
 
 __all__ = ["BOARDS", "GAME", "OpenSpielGame", "OpenSpielState"]
 
 
+# Cell maps of a square n x n grid: (name, (r, c) -> source (r, c)); the eight of the
+# dihedral group. A map f is a gather: the transformed plane at cell i is the old one at f(i).
+_DIHEDRAL = (
+    ("identity", lambda r, c, n: (r, c)), ("rot90", lambda r, c, n: (c, n - 1 - r)),
+    ("rot180", lambda r, c, n: (n - 1 - r, n - 1 - c)),
+    ("rot270", lambda r, c, n: (n - 1 - c, r)), ("flip_lr", lambda r, c, n: (r, n - 1 - c)),
+    ("flip_ud", lambda r, c, n: (n - 1 - r, c)), ("transpose", lambda r, c, n: (c, r)),
+    ("anti_transpose", lambda r, c, n: (n - 1 - c, n - 1 - r)),
+)
+_OTHELLO = ("identity", "rot180", "transpose", "anti_transpose")
+
+
 @dataclass(frozen=True)
 class Board:
-    """One registered OpenSpiel game: its observation channels that are not 0/1."""
+    """One registered OpenSpiel game: its observation channels that are not 0/1, and its
+    symmetry group (verified against pyspiel: tests/test_openspiel.py)."""
 
     non_binary: frozenset[int] = frozenset()
+    symmetry: str = "none"  # dihedral | othello | flip_columns | hex_rot180 | breakthrough
 
 
 BOARDS: dict[str, Board] = {
-    "tic_tac_toe": Board(),
-    "connect_four": Board(),
-    "hex(board_size=7)": Board(),
-    "breakthrough(rows=6,columns=6)": Board(),
-    "go(board_size=9)": Board(),
-    "othello": Board(),
+    "tic_tac_toe": Board(symmetry="dihedral"),
+    "connect_four": Board(symmetry="flip_columns"),
+    "hex(board_size=7)": Board(symmetry="hex_rot180"),
+    "breakthrough(rows=6,columns=6)": Board(symmetry="breakthrough"),
+    "go(board_size=9)": Board(symmetry="dihedral"),
+    "othello": Board(symmetry="othello"),
     "chess": Board(non_binary=frozenset({13, 15})),  # repetition count, fifty-move clock
     "pig(winscore=20)": Board(),  # a chance game: every turn starts with die rolls
 }
+
+
+def _symmetries(board_type: str, channels: int, height: int, width: int,
+                num_actions: int) -> Symmetries:
+    """The group of a board type as gathers. Cell actions (r * W + c) move with their cell,
+    a trailing pass action stays; connect_four's actions are columns, breakthrough's encode
+    (cell, direction, capture)."""
+    kind = BOARDS[board_type].symmetry
+    if kind == "none":
+        return Symmetries.identity(height * width, num_actions)
+    rows, cols = np.divmod(np.arange(height * width), width)
+    if kind in ("dihedral", "othello"):
+        maps = [m for m in _DIHEDRAL if kind == "dihedral" or m[0] in _OTHELLO]
+    elif kind == "hex_rot180":
+        maps = [_DIHEDRAL[0], _DIHEDRAL[2]]
+    else:  # flip_columns, breakthrough: the left-right mirror
+        maps = [_DIHEDRAL[0], _DIHEDRAL[4]]
+    names, cells, actions, chans = [], [], [], []
+    for name, f in maps:
+        r, c = f(rows, cols, width)
+        cell = r * width + c
+        names.append(name)
+        cells.append(cell)
+        if kind == "flip_columns":
+            action = cell[:width] if name == "identity" else width - 1 - np.arange(width)
+        elif kind == "breakthrough":
+            a = np.arange(num_actions)
+            capture, rest = a % 2, a // 2
+            direction, square = rest % 6, rest // 6
+            mirror = np.array([2, 1, 0, 5, 4, 3]) if name != "identity" else np.arange(6)
+            action = ((cell[square] * 6 + mirror[direction]) * 2 + capture)
+        else:
+            action = np.arange(num_actions)
+            action[:height * width] = cell
+        actions.append(action)
+        channel = np.arange(channels)
+        if kind == "hex_rot180" and name != "identity":  # the edges swap: 1<->2, 6<->7
+            channel[[1, 2, 6, 7]] = [2, 1, 7, 6]
+        chans.append(channel)
+    return Symmetries(tuple(names), np.stack(cells).astype(np.int64),
+                      np.stack(actions).astype(np.int64),
+                      np.stack(chans).astype(np.int64) if kind == "hex_rot180" else None)
 FEATURE_VERSION = "obs"
 
 
@@ -163,6 +220,10 @@ class OpenSpielGame(GameDefaults):
         longest = int(game.max_game_length()) * (2 if chance else 1)
         return GameLimits(max_moves=min(MAX_MOVES, longest),
                           max_search_entries=self.num_actions(board_type))
+
+    def symmetries(self, board_type: str) -> Symmetries:
+        c, h, w = _plane_shape(spiel_game(board_type))
+        return _symmetries(board_type, c, h, w, self.num_actions(board_type))
 
     def returns_range(self, board_type: str) -> tuple[float, float]:
         game = spiel_game(board_type)
