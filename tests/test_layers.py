@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Where each top-level source folder is installed (pyproject.toml's package-dir).
 SOURCE_FOLDERS = {"playstream": "playstream", "producers": "playstream.producers",
                   "streams": "playstream.streams", "consumers": "playstream.consumers",
-                  "cli": "playstream.cli"}
+                  "cli": "playstream.cli", "plugins": "playstream.plugins"}
 
 # Lowest layer first; a unit imports only units of earlier layers (or itself).
 LAYERS: list[set[str]] = [
@@ -35,6 +35,7 @@ LAYERS: list[set[str]] = [
     {"playstream.compaction"},
     {"playstream.quality"},
     # edges: they depend on the core, never the reverse
+    {"playstream.plugins"},  # game plugins (OpenSpiel): found through entry points only
     {"playstream.localkafka"},
     {"playstream.producers"},
     {"playstream.streams"},
@@ -46,6 +47,7 @@ LAYERS: list[set[str]] = [
 KAFKA_EDGES = {"playstream.producers", "playstream.streams", "playstream.consumers"}
 EDGES = KAFKA_EDGES | {"playstream.localkafka"}
 KAFKA_CLIENTS = {"kafka", "aiokafka", "faust", "mode"}
+ENGINE_CLIENTS = {"pyspiel", "open_spiel"}  # only the plugin that wraps them imports them
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,11 @@ def violations(sources: dict[str, str]) -> list[str]:
             where = f"{module}:{imp.line} imports {imp.target}"
             if imp.target.split(".")[0] in KAFKA_CLIENTS and importer_unit not in KAFKA_EDGES:
                 found.append(f"{where}: Kafka clients belong in {sorted(KAFKA_EDGES)}")
+            if imp.target.split(".")[0] in ENGINE_CLIENTS and importer_unit != "playstream.plugins":
+                found.append(f"{where}: game engines belong in playstream.plugins")
+            if importer_unit != "playstream.plugins" and imp.target.startswith(
+                    "playstream.plugins") and not module.startswith("playstream.plugins"):
+                found.append(f"{where}: plugins are loaded through entry points only")
             if imp.target not in known:
                 continue
             graph[module].add(imp.target)
