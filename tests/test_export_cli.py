@@ -312,6 +312,6 @@ def test_inspect_shows_shapes_metadata_and_provenance(tmp_path: Path, games) -> 
     rows = sum(len(r.moves) for r in records if r.source.agent == "random")
     out = run("inspect", tmp_path / "i.npz").stdout
     assert f"features         float32  ({rows}, 24, 8, 8)" in out
-    assert '"board_type": "square8"' in out and "channels (40): f0:stones_rel0" in out
+    assert '"board_type": "square8"' in out and "channels (24): f0:stones_rel0" in out
     chunk = next(chunks.glob("*/*.npz"))
     assert '"kind": "file"' in run("inspect", chunk).stdout  # a chunk says where it came from
