@@ -21,7 +21,7 @@ CASES = [  # (board type, agent, games, MCTS simulations)
     ("breakthrough(rows=6,columns=6)", "mcts", 1, 2),
     ("go(board_size=9)", "random", 1, 4), ("go(board_size=9)", "mcts", 1, 2),
     ("othello", "random", 2, 4), ("othello", "mcts", 1, 4),
-    ("chess", "random", 1, 4),
+    ("chess", "random", 1, 4), ("chess", "mcts", 1, 2),
     ("pig(winscore=20)", "random", 3, 4), ("pig(winscore=20)", "mcts", 1, 4),
 ]
 
@@ -44,6 +44,12 @@ def test_selfplay_export_matches_pyspiel(tmp_path: Path, board_type: str, agent:
     c = shape[0]
     assert (len(meta["channels"]), meta["height"] * meta["width"]) == (c, int(np.prod(shape[1:])))
     assert data.rows.values_mp.shape[1] == 2 and meta["value_seats"] == 2
+    binary = np.asarray(meta["binary_channels"])
+    assert binary.shape == (c,)
+    flat = data.rows.features.reshape(len(data.rows), c, -1)
+    assert np.isin(flat[:, binary], (0.0, 1.0)).all()  # declared binary: only 0 and 1 seen
+    if board_type == "chess":
+        assert binary.tolist().count(False) == 2 and not binary[13] and not binary[15]
     records = [json.loads(line) for line in jsonl.read_text().splitlines()]
     by_game = {r["game_id"]: r for r in records}
     rows = data.rows
@@ -91,6 +97,23 @@ def test_selfplay_export_matches_pyspiel(tmp_path: Path, board_type: str, agent:
         np.testing.assert_allclose(np.asarray(first["policy_probs"]) * (simulations - 1),
                                    np.round(np.asarray(first["policy_probs"])
                                             * (simulations - 1)), atol=1e-6)
+
+
+def test_games_command_lists_openspiel_shapes() -> None:
+    entries = json.loads(run("games", "--json").stdout)
+    by_board = {(e["game"], e["board_type"]): e for e in entries}
+    for board_type in SYMMETRIC:
+        entry = by_board[("openspiel", board_type)]
+        game = pyspiel.load_game(board_type)
+        shape = list(game.observation_tensor_shape())
+        while len(shape) < 3:
+            shape.insert(1, 1)
+        assert entry["num_actions"] == game.num_distinct_actions()
+        assert entry["feature_versions"]["obs"]["shape"] == shape
+        assert entry["seats"] == [2] and entry["symmetries"] == SYMMETRIC[board_type]
+        assert entry["game_string"] == str(game)
+    assert by_board[("connect", "square8")]["feature_versions"]["v2"]["shape"] == [6, 8, 8]
+    assert "go(board_size=9)" in run("games").stdout
 
 
 def test_pig_records_hold_chance_moves() -> None:
