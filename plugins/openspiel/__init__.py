@@ -17,6 +17,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pyspiel
 from open_spiel.python.algorithms import mcts
+from open_spiel.python.observation import make_observation
 
 from playstream.errors import FeatureVersionError, IllegalMoveError, UnknownGameError
 from playstream.games.base import (CHANCE, CONTRACT_VERSION, MAX_MOVES, FeatureSpec,
@@ -288,10 +289,13 @@ class OpenSpielGame(GameDefaults):
         n = game.num_players()
         viewed = np.zeros((len(states), n, c, h, w), dtype=np.float32)
         to_move = np.zeros((len(states), n), dtype=np.float32)
+        # OpenSpiel's observer fills one float32 buffer in place: the same values as
+        # observation_tensor(p), about 50 times cheaper than converting its list.
+        observer = make_observation(game)
         for t, state in enumerate(states):
             for p in range(n):
-                viewed[t, p] = np.asarray(state.observation_tensor(p),
-                                          dtype=np.float32).reshape(c, h, w)
+                observer.set_from(state, p)
+                viewed[t, p] = observer.tensor.reshape(c, h, w)
             if not state.is_terminal() and not state.is_chance_node():
                 to_move[t, state.current_player()] = 1.0
         spec = self.feature_spec(board_type, FEATURE_VERSION)
