@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # Where each top-level source folder is installed (pyproject.toml's package-dir).
 SOURCE_FOLDERS = {"playstream": "playstream", "producers": "playstream.producers",
                   "streams": "playstream.streams", "consumers": "playstream.consumers",
-                  "cli": "playstream.cli", "clients": "playstream.clients"}
+                  "cli": "playstream.cli", "clients": "playstream.clients",
+                  "plugins": "playstream.plugins"}
 
 # Lowest layer first; a unit imports only units of earlier layers (or itself).
 LAYERS: list[set[str]] = [
@@ -38,6 +39,7 @@ LAYERS: list[set[str]] = [
     {"playstream.compaction"},
     {"playstream.quality"},
     # edges: they depend on the core, never the reverse
+    {"playstream.plugins"},  # game plugins (OpenSpiel): found through entry points only
     {"playstream.clients"},
     {"playstream.localkafka"},
     {"playstream.prometheus"},
@@ -55,6 +57,7 @@ KAFKA_CLIENTS = {"kafka", "aiokafka", "faust", "mode"}
 # The object-store client is imported by the S3 backend of the storage port alone.
 OBJECT_STORE_CLIENTS = {"boto3", "botocore"}
 OBJECT_STORE_BACKENDS = {"playstream.storage.s3"}
+ENGINE_CLIENTS = {"pyspiel", "open_spiel"}  # only the plugin that wraps them imports them
 
 
 @dataclass(frozen=True)
@@ -137,6 +140,11 @@ def violations(sources: dict[str, str]) -> list[str]:
                     and module not in OBJECT_STORE_BACKENDS):
                 found.append(f"{where}: object-store clients belong in "
                              f"{sorted(OBJECT_STORE_BACKENDS)}")
+            if imp.target.split(".")[0] in ENGINE_CLIENTS and importer_unit != "playstream.plugins":
+                found.append(f"{where}: game engines belong in playstream.plugins")
+            if importer_unit != "playstream.plugins" and imp.target.startswith(
+                    "playstream.plugins") and not module.startswith("playstream.plugins"):
+                found.append(f"{where}: plugins are loaded through entry points only")
             if imp.target not in known:
                 continue
             graph[module].add(imp.target)
