@@ -66,3 +66,8 @@ class GameFileError(PlaystreamError):
 
 class ChunkError(PlaystreamError):
     """A chunk name or range is invalid, or a seal would overlap a sealed range."""
+
+
+class LoaderError(PlaystreamError):
+    """The training loader cannot do what it was asked: a source without rows, a resume
+    state from another epoch plan, a version that is no longer on disk."""

@@ -12,6 +12,8 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
+from playstream.games.symmetry import Symmetries
+
 
 @dataclass(frozen=True)
 class BoardGeometry:
@@ -119,5 +121,16 @@ class Game(Protocol):
         ``per_seat`` is float32 [..., seats, S_from, H, W] (any leading axes, seats in any
         fixed order, e.g. relative to the mover); returns [..., seats, S_to, H, W]. Raises
         FeatureVersionError when the target planes cannot be derived from the source ones.
+        """
+        ...
+
+    def symmetries(self, board_type: str) -> Symmetries:
+        """The board's symmetry group as gathers over cells, actions and (optionally)
+        channels, transform 0 the identity; `Symmetries.identity` for a game without any.
+
+        Only the game knows how a transform moves its actions and which planes name a
+        direction, and the training loader augments with exactly this group, so every
+        transform must map the encoding of a position to the encoding of the transformed
+        position (planes, policy and globals alike).
         """
         ...

@@ -10,7 +10,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from playstream.games.base import BoardGeometry, Outcome, PositionPlanes, Replay
-from playstream.games.connect import planes, rules
+from playstream.games.symmetry import Symmetries
+from playstream.games.connect import planes, rules, symmetry
 from playstream.games.connect.rules import ConnectState
 
 __all__ = ["GAME", "ConnectGame", "ConnectState"]
@@ -51,6 +52,9 @@ class ConnectGame:
     def derive_per_seat(self, per_seat: np.ndarray, board_type: str, from_version: str,
                         to_version: str) -> np.ndarray:
         return planes.derive_per_seat(per_seat, board_type, from_version, to_version)
+
+    def symmetries(self, board_type: str) -> Symmetries:
+        return symmetry.symmetries(board_type)
 
 
 GAME = ConnectGame()
