@@ -60,7 +60,9 @@ class RowReader:
         return self._layout.metadata
 
     def read(self, start: int, stop: int) -> RowBatch:
-        """Rows ``start`` .. ``stop - 1`` as a RowBatch of in-memory arrays."""
+        """Rows ``start`` .. ``stop - 1``. The per-row arrays are read-only views of the
+        mapped file (a reader that gathers rows into a batch copies each byte once, straight
+        from the page cache); the CSR arrays are small and copied."""
         if not 0 <= start <= stop <= self.rows:
             raise DatasetError(f"row range {start}..{stop} is not inside 0..{self.rows}",
                                path=self.path, check="arguments")
@@ -76,8 +78,7 @@ class RowReader:
         return RowBatch(policy_indptr=indptr - first,
                         policy_indices=np.array(self._maps["policy_indices"][first:last]),
                         policy_values=np.array(self._maps["policy_values"][first:last]),
-                        **{name: np.array(self._maps[name][start:stop])
-                           for name in PER_ROW_ARRAYS})
+                        **{name: self._maps[name][start:stop] for name in PER_ROW_ARRAYS})
 
     def close(self) -> None:
         self._maps.clear()

@@ -14,43 +14,80 @@ from playstream.dataset.schema import PER_ROW_ARRAYS
 from playstream.games.symmetry import Symmetries
 
 
-def gather(parts: Sequence[tuple[RowBatch, np.ndarray, np.ndarray]], size: int) -> RowBatch:
-    """One RowBatch of ``size`` rows; each part (rows, local, slots) puts
-    ``rows[local[j]]`` at row ``slots[j]``, and the slots of all parts cover 0..size-1."""
+def gather(parts: Sequence[tuple[RowBatch, np.ndarray]], chosen: np.ndarray | None = None,
+           symmetries: Symmetries | None = None) -> tuple[RowBatch, np.ndarray | None]:
+    """One batch from ``parts`` (rows, local indices); with ``chosen`` (the transform of each
+    of those rows, in the order of the parts) the planes are transformed on the way.
+
+    Rows are grouped by (part, transform), so every group is one contiguous slice of the
+    output: its rows are copied once from the (mapped) file and its cells permuted once
+    with ``np.take`` straight into the batch. The order within the batch is therefore by
+    group (a batch is a set of rows: its composition is the plan's). Returns the batch and
+    the transform of each of its rows (None without ``chosen``)."""
+    groups: list[tuple[RowBatch, np.ndarray, int]] = []
+    offset = 0
+    for rows, local in parts:
+        if chosen is None:
+            groups.append((rows, local, 0))
+        else:
+            mine = chosen[offset:offset + local.size]
+            groups += [(rows, local[mine == k], k) for k in np.unique(mine).tolist()]
+        offset += local.size
+    size = offset
     first = parts[0][0]
     out = {name: np.empty((size,) + getattr(first, name).shape[1:],
-                          dtype=max((getattr(p, name).dtype for p, _, _ in parts),
+                          dtype=max((getattr(p, name).dtype for p, _ in parts),
                                     key=lambda d: d.itemsize))
            for name in PER_ROW_ARRAYS}
+    flat = out["features"].reshape(size, out["features"].shape[1], -1)
     lengths = np.zeros(size, dtype=np.int64)
-    for rows, local, slots in parts:
+    transforms = np.zeros(size, dtype=np.int64)
+    begin = 0
+    for rows, local, k in groups:
+        end = begin + local.size
         for name in PER_ROW_ARRAYS:
-            out[name][slots] = getattr(rows, name)[local]
-        lengths[slots] = np.diff(rows.policy_indptr)[local]
+            if name != "features" or k == 0:
+                out[name][begin:end] = getattr(rows, name)[local]
+        if k != 0:
+            assert symmetries is not None
+            picked = rows.features[local].reshape(local.size, flat.shape[1], -1)
+            if symmetries.channels is not None:
+                picked = np.take(picked, symmetries.channels[k], axis=1)
+            np.take(picked, symmetries.cells[k], axis=2, out=flat[begin:end])
+        lengths[begin:end] = np.diff(rows.policy_indptr)[local]
+        transforms[begin:end] = k
+        begin = end
     indptr = np.zeros(size + 1, dtype=np.int64)
     np.cumsum(lengths, out=indptr[1:])
     indices = np.empty(int(indptr[-1]), dtype=np.int32)
     values = np.empty(int(indptr[-1]), dtype=np.float32)
-    for rows, local, slots in parts:
+    begin = 0
+    for rows, local, _ in groups:
         n = np.diff(rows.policy_indptr)[local]
-        target_start = np.repeat(indptr[slots], n)
-        offset = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
-        source = np.repeat(rows.policy_indptr[local], n) + offset
-        indices[target_start + offset] = rows.policy_indices[source]
-        values[target_start + offset] = rows.policy_values[source]
-    return RowBatch(policy_indptr=indptr, policy_indices=indices, policy_values=values, **out)
+        offset_in_row = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
+        source = np.repeat(rows.policy_indptr[local], n) + offset_in_row
+        target = np.repeat(indptr[begin:begin + local.size], n) + offset_in_row
+        indices[target] = rows.policy_indices[source]
+        values[target] = rows.policy_values[source]
+        begin += local.size
+    batch = RowBatch(policy_indptr=indptr, policy_indices=indices, policy_values=values, **out)
+    return batch, (None if chosen is None else transforms)
 
 
 def augment_features(features: np.ndarray, symmetries: Symmetries,
                      chosen: np.ndarray) -> np.ndarray:
     """features [B, C, H, W] with transform ``chosen[b]`` applied to row b (cells and, if the
-    game permutes them, channels)."""
+    game permutes them, channels). One ``np.take`` per transform drawn (at most K), which
+    is several times faster than a per-element ``take_along_axis`` index."""
     batch, channels = features.shape[:2]
     flat = features.reshape(batch, channels, -1)
-    cells = symmetries.cells[chosen]  # [B, H*W]
-    out = np.take_along_axis(flat, cells[:, None, :], axis=2)
-    if symmetries.channels is not None:
-        out = np.take_along_axis(out, symmetries.channels[chosen][:, :, None], axis=1)
+    out = np.empty_like(flat)
+    for k in np.unique(chosen).tolist():
+        rows = np.flatnonzero(chosen == k)
+        moved = flat[rows] if k == 0 else np.take(flat[rows], symmetries.cells[k], axis=2)
+        if symmetries.channels is not None and k != 0:
+            moved = np.take(moved, symmetries.channels[k], axis=1)
+        out[rows] = moved
     return out.reshape(features.shape)
 
 

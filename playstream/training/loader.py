@@ -27,8 +27,7 @@ from playstream.dataset import RowBatch, RowReader, open_rows
 from playstream.errors import LoaderError
 from playstream.games import get_game
 from playstream.games.symmetry import Symmetries
-from playstream.training.collate import (augment_dense_policy, augment_features,
-                                         augment_sparse_policy, gather)
+from playstream.training.collate import augment_dense_policy, augment_sparse_policy, gather
 from playstream.training.plan import batch_plan, epoch_rng, shard_ranges
 from playstream.training.sources import Snapshot, check_file, is_followable, resolve
 
@@ -309,14 +308,18 @@ class TrainingStream:
                     start = int(ranges.start[r])
                     loaded[r] = reader.read(start, start + int(ranges.base[r + 1]
                                                                - ranges.base[r]))
-                slots = np.flatnonzero(where == r)
-                parts.append((loaded[r], ids[slots] - ranges.base[r], slots))
-                left[r] -= slots.size
+                mine = ids[where == r] - ranges.base[r]
+                parts.append((loaded[r], mine))
+            chosen = None
+            if symmetries is not None and symmetries.size > 1:
+                rng = epoch_rng(options.seed, epoch, 2, shard, index)
+                chosen = rng.integers(symmetries.size, size=ids.size)
+            rows, transforms = gather(parts, chosen, symmetries)
+            for r, (_, mine) in zip(used.tolist(), parts):
+                left[r] -= mine.size
                 if left[r] == 0:
                     del loaded[r]
-            rows = gather(parts, ids.size)
-            yield self._collate(rows, snapshot, symmetries,
-                                epoch_rng(options.seed, epoch, 2, shard, index),
+            yield self._collate(rows, snapshot, symmetries, transforms,
                                 np.array([epoch, shard, index, num_shards], dtype=np.int64))
 
     def _symmetries(self, snapshot: Snapshot) -> Symmetries:
@@ -324,24 +327,23 @@ class TrainingStream:
         return get_game(config.game).symmetries(config.board_type)
 
     def _collate(self, rows: RowBatch, snapshot: Snapshot, symmetries: Symmetries | None,
-                 rng: np.random.Generator, cursor: np.ndarray) -> Batch:
-        features = rows.features
+                 transforms: np.ndarray | None, cursor: np.ndarray) -> Batch:
+        """The batch dict; the planes are already transformed (`gather`), the policy target
+        is moved here with the same transform of each row."""
         indices, values = rows.policy_indices, rows.policy_values
-        chosen = None
-        if symmetries is not None and symmetries.size > 1:
-            chosen = rng.integers(symmetries.size, size=len(rows))
-            features = augment_features(features, symmetries, chosen)
-        batch: Batch = {"features": features, "globals": rows.globals,
+        batch: Batch = {"features": rows.features, "globals": rows.globals,
                         "values": rows.values, "values_mp": rows.values_mp, "cursor": cursor}
         if self.options.dense_policy:
             policy = rows.dense_policy(snapshot.config.policy_size)
-            if chosen is not None:
-                policy = augment_dense_policy(policy, symmetries, chosen)
+            if transforms is not None:
+                assert symmetries is not None
+                policy = augment_dense_policy(policy, symmetries, transforms)
             batch["policy"] = policy
         else:
-            if chosen is not None:
+            if transforms is not None:
+                assert symmetries is not None
                 indices, values = augment_sparse_policy(rows.policy_indptr, indices, values,
-                                                        symmetries, chosen)
+                                                        symmetries, transforms)
             batch.update(policy_indptr=rows.policy_indptr, policy_indices=indices,
                          policy_values=values)
         if self.options.with_ids:
