@@ -13,6 +13,7 @@ from playstream.encoders.features import (channel_names, encode_game,
 from playstream.errors import DatasetError, FeatureVersionError, RecordError
 from playstream.games.base import BoardGeometry, Game, Outcome, PositionPlanes, Replay
 from playstream.games.connect import GAME as CONNECT
+from playstream.games.symmetry import Symmetries
 
 # A 2 x 3 grid whose bottom-right cell is off the board: cells 0 1 2 / 3 4 (5 is off board).
 VALID = np.array([[True, True, True], [True, True, False]])
@@ -98,6 +99,9 @@ class TinyGame:
         right_occupied[..., :-1] = occupied[..., 1:]
         blocked = (stones > 0) & right_occupied
         return np.stack([stones, blocked.astype(np.float32)], axis=-3)
+
+    def symmetries(self, board_type: str) -> Symmetries:
+        return Symmetries.identity(VALID.size, VALID.size)  # "blocked" has a direction
 
 
 TINY = TinyGame()
