@@ -20,9 +20,8 @@ from playstream.compaction import read_manifest
 from playstream.dataset import RowBatch, load_npz_dataset
 from playstream.errors import DatasetError, LoaderError
 from playstream.games import get_game
-from playstream.training import PlaystreamDataset, TrainingStream, iter_batches, resolve
+from playstream.training import PlaystreamDataset, iter_batches, resolve
 from playstream.training.collate import augment_dense_policy, augment_features
-from playstream.training.loader import StreamOptions
 from playstream.training.torch import to_sparse_csr
 
 from training_data import add_games, publish
