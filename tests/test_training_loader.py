@@ -74,10 +74,15 @@ def test_every_row_exactly_once_per_epoch(published: tuple[ChunkStore, Path],
     want = keys_of(version_rows(out))
     assert sum(want.values()) > 400 and len(resolve(out).files) >= 4
     ds = dataset(out)
+    loader = DataLoader(ds, batch_size=None, num_workers=workers, pin_memory=True,
+                        persistent_workers=workers > 0)
+    orders = []
     for epoch in range(2):
-        ds.set_epoch(epoch)
-        got = loader_keys(ds, workers, pin_memory=True, persistent_workers=workers > 0)
+        ds.set_epoch(epoch)  # persistent workers read the epoch from the shared plan
+        got = [k for batch in loader for k in batch_keys(batch)]
         assert Counter(got) == want
+        orders.append(got)
+    assert orders[0] != orders[1]
 
 
 def test_two_ranks_split_the_rows_exactly(published: tuple[ChunkStore, Path]) -> None:
