@@ -78,7 +78,10 @@ def augment_features(features: np.ndarray, symmetries: Symmetries,
                      chosen: np.ndarray) -> np.ndarray:
     """features [B, C, H, W] with transform ``chosen[b]`` applied to row b (cells and, if the
     game permutes them, channels). One ``np.take`` per transform drawn (at most K), which
-    is several times faster than a per-element ``take_along_axis`` index."""
+    is several times faster than a per-element ``take_along_axis`` index. The loader fuses
+    this into `gather`; this form transforms a batch already in memory (test-time
+    augmentation), and is the reference the tests hold both the fused path and the game's
+    re-encoded positions against."""
     batch, channels = features.shape[:2]
     flat = features.reshape(batch, channels, -1)
     out = np.empty_like(flat)

@@ -286,19 +286,17 @@ class TrainingStream:
         ranges = shard_ranges([f.rows for f in snapshot.files], options.range_rows, shard,
                               num_shards, seed=options.seed, epoch=epoch,
                               shuffle=options.shuffle)
-        rng = epoch_rng(options.seed, epoch, 1, shard) if options.shuffle else None
+        shuffle = epoch_rng(options.seed, epoch, 1, shard) if options.shuffle else None
         symmetries = self._symmetries(snapshot) if options.augment else None
         loaded: dict[int, RowBatch] = {}
         left = np.diff(ranges.base)  # rows of each range not yet in a batch
         for index, ids in enumerate(batch_plan(ranges, options.batch_size,
-                                               options.shuffle_buffer, rng,
+                                               options.shuffle_buffer, shuffle,
                                                drop_last=options.drop_last)):
             where = ranges.locate(ids)
             used = np.unique(where)
-            if index < skip:
+            if index < skip:  # trained before the save: planned again, never read
                 left[used] -= np.bincount(where, minlength=left.size)[used]
-                for r in used[left[used] == 0]:
-                    loaded.pop(int(r), None)
                 continue
             self._wait_for_budget(ids.size)
             parts = []
@@ -312,8 +310,8 @@ class TrainingStream:
                 parts.append((loaded[r], mine))
             chosen = None
             if symmetries is not None and symmetries.size > 1:
-                rng = epoch_rng(options.seed, epoch, 2, shard, index)
-                chosen = rng.integers(symmetries.size, size=ids.size)
+                draw = epoch_rng(options.seed, epoch, 2, shard, index)  # same on resume
+                chosen = draw.integers(symmetries.size, size=ids.size)
             rows, transforms = gather(parts, chosen, symmetries)
             for r, (_, mine) in zip(used.tolist(), parts):
                 left[r] -= mine.size
