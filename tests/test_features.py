@@ -14,6 +14,7 @@ from playstream.errors import DatasetError, FeatureVersionError, RecordError
 from playstream.games.base import (FeatureSpec, Game, GameDefaults, Outcome, PositionPlanes,
                                    Replay)
 from playstream.games.connect import GAME as CONNECT
+from playstream.games.symmetry import Symmetries
 
 # A 2 x 3 grid whose bottom-right cell is off the board: cells 0 1 2 / 3 4 (5 is off board).
 VALID = np.array([[True, True, True], [True, True, False]])
@@ -108,6 +109,9 @@ class TinyGame(GameDefaults):
         right_occupied[..., :-1] = occupied[..., 1:]
         blocked = (stones > 0) & right_occupied
         return np.stack([stones, blocked.astype(np.float32)], axis=-3)
+
+    def symmetries(self, board_type: str) -> Symmetries:
+        return Symmetries.identity(VALID.size, VALID.size)  # "blocked" has a direction
 
 
 TINY = TinyGame()

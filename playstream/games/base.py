@@ -166,7 +166,14 @@ class Game(Protocol):
         ...
 
     def symmetries(self, board_type: str) -> Symmetries:
-        """The symmetry group as gathers of plane cells and actions (identity when none)."""
+        """The board's symmetry group as gathers over cells, actions and (optionally)
+        channels, transform 0 the identity; `Symmetries.identity` for a game without any.
+
+        Only the game knows how a transform moves its actions and which planes name a
+        direction, and the training loader augments with exactly this group, so every
+        transform must map the encoding of a position to the encoding of the transformed
+        position (planes, policy and globals alike).
+        """
         ...
 
     def agents(self, board_type: str) -> Mapping[str, AgentFactory]:

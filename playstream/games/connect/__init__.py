@@ -11,7 +11,7 @@ import numpy as np
 
 from playstream.games.base import (CONTRACT_VERSION, FeatureSpec, GameDefaults, GameLimits,
                                    Outcome, PositionPlanes, Replay)
-from playstream.games.connect import planes, rules
+from playstream.games.connect import planes, rules, symmetry
 from playstream.games.connect.rules import BoardGeometry, ConnectState
 from playstream.games.symmetry import Symmetries
 
@@ -47,12 +47,6 @@ class ConnectGame(GameDefaults):
         cells = rules.board_spec(board_type).cells  # every move fills a cell
         return GameLimits(max_moves=cells, max_search_entries=cells)
 
-    def symmetries(self, board_type: str) -> Symmetries:
-        """Identity for now: connect's group (8 square, 12 hexagonal transforms) is
-        `playstream.games.connect.symmetry`, added with the training loader."""
-        geometry = rules.board_spec(board_type).geometry
-        return Symmetries.identity(geometry.policy_size, geometry.policy_size)
-
     def new_state(self, board_type: str, num_players: int) -> ConnectState:
         return rules.new_state(board_type, num_players)
 
@@ -77,6 +71,9 @@ class ConnectGame(GameDefaults):
     def derive_per_seat(self, per_seat: np.ndarray, board_type: str, from_version: str,
                         to_version: str) -> np.ndarray:
         return planes.derive_per_seat(per_seat, board_type, from_version, to_version)
+
+    def symmetries(self, board_type: str) -> Symmetries:
+        return symmetry.symmetries(board_type)
 
 
 GAME = ConnectGame()
