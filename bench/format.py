@@ -3,11 +3,11 @@
     python bench/format.py [--games 20] [--agent mcts --simulations 16] [--repeats 5]
 
 For each board of the built-in game (2 players, v2, history 3): plays games, encodes them and
-writes the same rows as format 1 (dense float32 planes), format 2 (bits, constants once) and
-format 2 deflated. Prints bytes per row of each file next to the bit-information floor of
+writes the same rows as format 2 (dense float32 planes), format 3 (bits, constants once) and
+format 3 deflated. Prints bytes per row of each file next to the bit-information floor of
 the planes (binary channels x H x W / 8) and KataGo's figures on 19x19 (5,503 bytes per row
 uncompressed, 881 deflated: issue 9), then the median time to read every row back as dense
-float32 batches, format 2 against format 1 (the baseline: the same rows, dense, read the
+float32 batches, format 3 against format 2 (the baseline: the same rows, dense, read the
 same way from the page cache).
 """
 from __future__ import annotations

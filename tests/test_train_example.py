@@ -2,6 +2,10 @@
 game_id, a few hundred training steps on CPU through the loader; the policy must beat the
 uniform distribution over the legal moves on the held-out games (the data is learnable).
 
+128 simulations: at 32 the visit distributions of the built-in agent (uniform priors, random
+playouts) are so flat that the best possible cross-entropy is within noise of the uniform one
+(measured: 4.00 against 3.99 after 300 steps, 3.99 after 1,000).
+
 The issue also asks for val_value_mse < baseline_value_mse. On this data it does not hold:
 the built-in MCTS agent (uniform priors, random playouts, 32 simulations) plays so weakly
 that outcomes are close to coin flips (a seat holding a winning move still loses often:
@@ -31,7 +35,7 @@ def run(*args: str, cwd: Path) -> str:
 
 def test_the_example_trainer_beats_the_baselines_on_held_out_games(tmp_path: Path) -> None:
     run("-m", "playstream", "selfplay", "--board-type", "square8", "--num-players", "2",
-        "--games", "60", "--agent", "mcts", "--simulations", "32", "--seed", "5",
+        "--games", "40", "--agent", "mcts", "--simulations", "128", "--seed", "5",
         "--output", "games.db", "--no-progress", cwd=tmp_path)
     run("-m", "playstream", "export", "--db", "games.db", "--board-type", "square8",
         "--num-players", "2", "--val-fraction", "0.2", "--output", "data", "--no-progress",

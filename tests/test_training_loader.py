@@ -120,7 +120,7 @@ def test_batches_are_contiguous_tensors_of_the_declared_shapes(
         assert batch["features"].shape == (b, len(config.channels), 8, 8)
         assert batch["features"].dtype == torch.float32 and batch["features"].is_contiguous()
         assert batch["globals"].shape == (b, len(config.global_names))
-        assert batch["values_mp"].shape == (b, 4)
+        assert batch["values_mp"].shape == (b, config.value_seats)
         policy = batch["policy"] if dense else to_sparse_csr(batch, 64).to_dense()
         assert policy.shape == (b, 64)
         index = [by_key[k] for k in batch_keys(batch)]

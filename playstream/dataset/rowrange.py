@@ -19,7 +19,8 @@ from playstream.dataset.checks import csr_problem
 from playstream.dataset.config import DatasetConfig
 from playstream.dataset.layout import open_layout
 from playstream.dataset.rowblocks import verify_checksums
-from playstream.dataset.schema import PER_ROW_ARRAYS
+from playstream.dataset.schema import (DENSE_POLICY, FEATURE_BITS, FEATURE_CONSTANT,
+                                       FEATURE_FLOATS, PER_ROW_ARRAYS)
 from playstream.errors import DatasetError
 
 
@@ -37,8 +38,7 @@ class RowReader:
                 verify_checksums(self._layout)
             archive, members = self._layout.archive, self._layout.members
             self._maps = {name: archive.memmap(members[name])
-                          for name in PER_ROW_ARRAYS + ("policy_indptr", "policy_indices",
-                                                        "policy_values")}
+                          for name in self._layout.arrays if name != DENSE_POLICY}
         except BaseException:
             self._layout.close()
             raise
@@ -78,7 +78,19 @@ class RowReader:
         return RowBatch(policy_indptr=indptr - first,
                         policy_indices=np.array(self._maps["policy_indices"][first:last]),
                         policy_values=np.array(self._maps["policy_values"][first:last]),
-                        **{name: self._maps[name][start:stop] for name in PER_ROW_ARRAYS})
+                        features=self._features(start, stop),
+                        **{name: self._maps[name][start:stop] for name in PER_ROW_ARRAYS
+                           if name != "features"})
+
+    def _features(self, start: int, stop: int) -> np.ndarray:
+        """A view of the mapped planes (dense formats), or the range unpacked from its bits
+        (format 3: the only bytes read are the range's packed planes)."""
+        storage, config = self._layout.storage, self.config
+        if storage is None:
+            return self._maps["features"][start:stop]
+        return storage.unpack(self._maps[FEATURE_BITS][start:stop],
+                              self._maps[FEATURE_FLOATS][start:stop],
+                              self._maps[FEATURE_CONSTANT], config.height, config.width)
 
     def close(self) -> None:
         self._maps.clear()
