@@ -1,5 +1,5 @@
 """`playstream publish` (backfill a game file onto the games topic) and the Kafka side of
-`playstream selfplay --bootstrap` (the lead's command calls `run_selfplay_worker`)."""
+`playstream selfplay --bootstrap-server` (the lead's command calls `run_selfplay_worker`)."""
 from __future__ import annotations
 
 import logging
@@ -10,13 +10,14 @@ import click
 from tqdm import tqdm
 
 from playstream.cli.common import Summary, kafka_extra, progress, reports_errors
-from playstream.cli.options import bootstrap_option, partitions_option, topic_option
-from playstream.errors import PlaystreamError, RecordError
+from playstream.cli.options import kafka_options, partitions_option, topic_option
+from playstream.errors import KafkaConnectError, PlaystreamError, RecordError
 from playstream.gamefiles import open_game_source
 from playstream.topics import DEFAULT_GAMES_PARTITIONS
 from playstream.records import GameRecord, parse_record
 
 if TYPE_CHECKING:
+    from playstream.clients.kafka import KafkaConnection
     from playstream.producers.publisher import GamePublisher
 
 DEFAULT_WORKER_SPOOL = Path("playstream-spool")
@@ -25,23 +26,29 @@ F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("playstream.producers")
 
 
-def _open_publisher(bootstrap: str, topic: str, spool_dir: Path,
+def _open_publisher(kafka: KafkaConnection, topic: str, spool_dir: Path,
                     partitions: int) -> GamePublisher:
     """Imported here so that the rest of the CLI works without the optional kafka extra."""
     with kafka_extra("publish"):
         from playstream.producers.publisher import GamePublisher
-    return GamePublisher(bootstrap, topic, spool_dir=spool_dir, partitions=partitions)
+    return GamePublisher(kafka, topic, spool_dir=spool_dir, partitions=partitions)
 
 
 def _close_and_check(publisher: GamePublisher, summary: Summary, timeout: float) -> None:
     """Close the publisher, echo the summary with what the broker acknowledged, and fail
-    the command if any game is left in the spool (the next run on it sends them first)."""
+    the command if the broker refused it (credentials, certificate) or any game is left in
+    the spool (the next run on it sends them first)."""
     left = publisher.close(timeout)
     metrics = publisher.metrics()
     summary.count("acknowledged", metrics.published)
     if left:
         summary.count("left_in_spool", left)
     summary.echo()
+    refused = publisher.refused
+    if refused is not None:
+        raise PlaystreamError(f"{refused.message}; {left} games stay in the spool "
+                              f"{publisher.spool_dir} and are sent first by the next run with "
+                              "the same --spool")
     if left:
         raise PlaystreamError(f"the broker did not acknowledge {left} games within {timeout:g}s"
                               f" (last error: {metrics.last_error}); they stay in the spool and "
@@ -54,7 +61,7 @@ def _close_and_check(publisher: GamePublisher, summary: Summary, timeout: float)
               help="A SQLite game database to publish.")
 @click.option("--jsonl", "jsonl", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="A JSONL game file to publish.")
-@bootstrap_option(required=True)
+@kafka_options()
 @topic_option
 @partitions_option
 @click.option("--spool", "spool_dir", type=click.Path(file_okay=False, path_type=Path),
@@ -62,7 +69,7 @@ def _close_and_check(publisher: GamePublisher, summary: Summary, timeout: float)
 @click.option("--timeout", type=click.FloatRange(0, None), default=60.0, show_default=True,
               help="Seconds to wait at the end for the broker to acknowledge every game.")
 @reports_errors
-def publish_cmd(db: Path | None, jsonl: Path | None, bootstrap: str, topic: str,
+def publish_cmd(db: Path | None, jsonl: Path | None, kafka: KafkaConnection, topic: str,
                 partitions: int, spool_dir: Path | None, timeout: float) -> None:
     """Backfill: validate every game of a game file and publish the valid ones to Kafka.
 
@@ -76,7 +83,7 @@ def publish_cmd(db: Path | None, jsonl: Path | None, bootstrap: str, topic: str,
     spool = spool_dir if spool_dir is not None else source.with_name(source.name + ".spool")
     summary = Summary("publish")
     items = open_game_source(source)
-    publisher = _open_publisher(bootstrap, topic, spool, partitions)
+    publisher = _open_publisher(kafka, topic, spool, partitions)
     try:
         with progress(None, "publish", "game") as bar:
             for item in items:
@@ -91,6 +98,8 @@ def publish_cmd(db: Path | None, jsonl: Path | None, bootstrap: str, topic: str,
                     except RecordError as err:
                         error = err
                 _skip_invalid(summary, source, item.position, error)
+    except KafkaConnectError:
+        pass  # the broker refused the publisher: said below, with what stays in the spool
     except BaseException:
         publisher.close(timeout)  # deliver what we can; the original error is reported
         raise
@@ -105,8 +114,8 @@ def _skip_invalid(summary: Summary, source: Path, position: int, error: RecordEr
 
 
 def selfplay_worker_options(fn: F) -> F:
-    """The Kafka options of `playstream selfplay`; with --bootstrap the games go to the
-    topic (through the spool) instead of a file."""
+    """The Kafka options of `playstream selfplay`; with --bootstrap-server the games go to
+    the topic (through the spool) instead of a file."""
     fn = click.option("--spool", "spool_dir", type=click.Path(file_okay=False, path_type=Path),
                       default=DEFAULT_WORKER_SPOOL, show_default=True,
                       help="Spool directory of this worker (one per worker).")(fn)
@@ -115,21 +124,22 @@ def selfplay_worker_options(fn: F) -> F:
     # Not from the environment nor the file's top level: a worker with --output must not
     # start publishing because PLAYSTREAM_BOOTSTRAP_SERVERS happens to be set. Only an
     # explicit choice sets it: the command line or the file's [selfplay] table.
-    fn = bootstrap_option(required=False, environment=False,
-                          help_text="Kafka bootstrap servers HOST:PORT[,...]: publish games to "
-                                    "Kafka instead of a file.")(fn)
+    fn = kafka_options(required=False, environment=False,
+                       help_text="Kafka bootstrap servers HOST:PORT[,...]: publish games to "
+                                 "Kafka instead of a file.")(fn)
     return fn
 
 
-def run_selfplay_worker(bootstrap: str, topic: str, spool_dir: Path,
+def run_selfplay_worker(kafka: KafkaConnection, topic: str, spool_dir: Path,
                         records: Iterator[GameRecord], summary: Summary, bar: tqdm, *,
                         partitions: int = DEFAULT_GAMES_PARTITIONS,
                         timeout: float = 60.0) -> None:
     """Publish every game ``records`` yields (forever if it never ends). On exit, including
     Ctrl-C, waits up to ``timeout`` seconds for the broker and echoes ``summary``; raises
     PlaystreamError (exit 1) naming the count left in the spool if the broker did not
-    acknowledge everything."""
-    publisher = _open_publisher(bootstrap, topic, spool_dir, partitions)
+    acknowledge everything, or refused the credentials or the certificate (then the worker
+    stops at once; the games played so far stay in the spool)."""
+    publisher = _open_publisher(kafka, topic, spool_dir, partitions)
     try:
         for record in records:
             publisher.publish(record)
@@ -138,6 +148,8 @@ def run_selfplay_worker(bootstrap: str, topic: str, spool_dir: Path,
             bar.update(1)
     except KeyboardInterrupt:
         pass  # the way to stop a --forever worker: deliver what we can and report
+    except KafkaConnectError:
+        pass  # the broker refused the publisher: said by _close_and_check
     except BaseException:
         publisher.close(timeout)
         raise

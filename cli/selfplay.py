@@ -4,6 +4,7 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 
@@ -14,6 +15,9 @@ from playstream.errors import GameFileError
 from playstream.gamefiles import GameDatabase, JsonlWriter
 from playstream.games import get_game
 from playstream.selfplay import AGENTS, generate_records
+
+if TYPE_CHECKING:
+    from playstream.clients.kafka import KafkaConnection
 
 
 def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -42,15 +46,16 @@ def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
 @reports_errors
 def selfplay_cmd(board_type: str, num_players: int, count: int | None, forever: bool,
                  agent: str, simulations: int, seed: int, worker: str, game_name: str,
-                 output: Path | None, show_progress: bool, bootstrap: str | None, topic: str,
+                 output: Path | None, show_progress: bool, kafka: KafkaConnection | None, topic: str,
                  partitions: int, spool_dir: Path) -> None:
-    """Play self-play games into a file (--output) or publish them to Kafka (--bootstrap)."""
-    if (output is None) == (bootstrap is None):
+    """Play self-play games into a file (--output) or publish them to Kafka
+    (--bootstrap-server)."""
+    if (output is None) == (kafka is None):
         raise click.UsageError("give exactly one of --output FILE or --bootstrap-server "
                                "HOST:PORT")
     if forever == (count is not None):
         raise click.UsageError("give exactly one of --games N or --forever")
-    if forever and bootstrap is None:
+    if forever and kafka is None:
         raise click.UsageError("--forever needs --bootstrap-server (a file would grow without "
                                "end)")
     get_game(game_name).geometry(board_type)  # an unknown game or board fails before any file
@@ -58,10 +63,10 @@ def selfplay_cmd(board_type: str, num_players: int, count: int | None, forever: 
                                num_players=num_players, agent=agent, seed=seed, count=count,
                                simulations=simulations, worker=worker)
     summary = Summary("selfplay")
-    if bootstrap is not None:
+    if kafka is not None:
         signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
         with progress(count, "selfplay", "game", enabled=show_progress) as bar:
-            run_selfplay_worker(bootstrap, topic, spool_dir, records, summary, bar,
+            run_selfplay_worker(kafka, topic, spool_dir, records, summary, bar,
                                 partitions=partitions)
         return
     assert output is not None

@@ -5,22 +5,26 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from playstream.cli.common import Duration, Summary, Timestamp, kafka_extra, reports_errors
-from playstream.cli.options import (EncoderChoice, bootstrap_option, chunk_rows_option,
-                                    chunk_store_option, chunks_topic_option, dlq_topic_option,
-                                    encoder_options, partitions_option, processor_group_option,
+from playstream.cli.options import (EncoderChoice, chunk_rows_option, chunk_store_option,
+                                    chunks_topic_option, dlq_topic_option, encoder_options,
+                                    kafka_options, partitions_option, processor_group_option,
                                     topic_option)
 from playstream.errors import PlaystreamError
 from playstream.topics import DEFAULT_CHUNKS_TOPIC, DEFAULT_DLQ_TOPIC, SIDE_TOPIC_PARTITIONS
+
+if TYPE_CHECKING:
+    from playstream.clients.kafka import KafkaConnection
 
 DEFAULT_CHUNKS_DIR = Path("playstream-chunks")
 
 
 @click.command("stream")
-@bootstrap_option(required=True)
+@kafka_options()
 @topic_option
 @partitions_option
 @processor_group_option
@@ -35,7 +39,7 @@ DEFAULT_CHUNKS_DIR = Path("playstream-chunks")
               help="Replay: skip records older than this time (ISO 8601 with a time zone); "
                    "never re-reads what the store has sealed.")
 @reports_errors
-def stream_cmd(bootstrap: str, topic: str, partitions: int, group: str, chunk_dir: Path,
+def stream_cmd(kafka: KafkaConnection, topic: str, partitions: int, group: str, chunk_dir: Path,
                encoder: EncoderChoice, chunk_rows: int, chunk_age: float, dlq_topic: str,
                chunks_topic: str, from_time: datetime | None) -> None:
     """Consume game records from Kafka into exactly-once chunks until SIGTERM/SIGINT.
@@ -48,9 +52,9 @@ def stream_cmd(bootstrap: str, topic: str, partitions: int, group: str, chunk_di
         from playstream.producers.topics import ensure_topics
         from playstream.streams.faust_app import build_app, run_worker
 
-    ensure_topics(bootstrap, {topic: partitions, dlq_topic: SIDE_TOPIC_PARTITIONS,
+    ensure_topics(kafka, {topic: partitions, dlq_topic: SIDE_TOPIC_PARTITIONS,
                               chunks_topic: SIDE_TOPIC_PARTITIONS})
-    app = build_app(bootstrap, group=group, games_topic=topic, dlq_topic=dlq_topic,
+    app = build_app(kafka, group=group, games_topic=topic, dlq_topic=dlq_topic,
                     chunks_topic=chunks_topic, store_dir=chunk_dir,
                     feature_version=encoder.feature_version,
                     history_length=encoder.history_length,

@@ -453,3 +453,16 @@ def kafka_errors(conn: KafkaConnection, *, probe: bool = True,
         if err is None:
             raise
         raise err from exc
+
+
+def refuse_bad_credentials(conn: KafkaConnection, timeout: float = 10.0) -> None:
+    """Raise :class:`KafkaAuthError` / :class:`KafkaTLSError` at once when a broker refuses
+    the credentials or its certificate is not trusted: kafka-python would only time out after
+    ``bootstrap_timeout_ms`` and say nothing of the cause. One connection per bootstrap server
+    (SASL and TLS connections only; PLAINTEXT has nothing to refuse). A server that cannot be
+    reached is left to the clients, which retry it and use the others."""
+    if not (conn.uses_sasl or conn.uses_tls):
+        return
+    found = diagnose(conn, timeout)
+    if isinstance(found, (KafkaAuthError, KafkaTLSError)):
+        raise found

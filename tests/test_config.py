@@ -14,6 +14,7 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 
+from playstream.clients.kafka import KafkaConnection
 from playstream.chunks import ChunkStore
 from playstream.cli.config import CONFIG_ENV, MAX_CONFIG_BYTES, keyed_options, leaf_commands
 from playstream.cli.config import options_table, shared_options
@@ -143,8 +144,8 @@ def test_stream_takes_the_bootstrap_servers_from_the_environment(
 
     seen: list[str] = []
 
-    def stop_here(bootstrap: str, wanted: dict[str, int]) -> None:
-        seen.append(bootstrap)
+    def stop_here(kafka: KafkaConnection, wanted: dict[str, int]) -> None:
+        seen.append(kafka.bootstrap)
         raise PlaystreamError("stopped before the broker")
 
     monkeypatch.setattr(topics, "ensure_topics", stop_here)
