@@ -289,7 +289,7 @@ def _classify(exc: BaseException, conn: KafkaConnection, server: str) -> KafkaCo
         return KafkaAuthError(f"authentication failed on {where}: the listener does not enable "
                               f"{conn.sasl_mechanism}", reason="mechanism", **common)
 
-    tls = f"TLS handshake with {server} failed"
+    tls = f"TLS handshake with {where} failed"
     if isinstance(exc, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in text:
         code = getattr(exc, "verify_code", None)
         message = getattr(exc, "verify_message", None) or text
@@ -345,8 +345,9 @@ def _tls_probe(conn: KafkaConnection, server: str, timeout: float) -> KafkaConne
                 except (socket.timeout, TimeoutError):
                     pass   # silence: the broker waits for a request, the handshake is fine
     except (ssl.SSLEOFError, ConnectionResetError, BrokenPipeError):
-        return KafkaTLSError(f"TLS handshake with {server} failed: the listener closed the "
-                             f"connection (is {server} a PLAINTEXT or SASL_PLAINTEXT port?)",
+        return KafkaTLSError(f"TLS handshake with {server} ({_mechanism_note(conn)}) failed: "
+                             f"the listener closed the connection (is {server} a PLAINTEXT "
+                             "or SASL_PLAINTEXT port?)",
                              reason="not-tls", **common)
     except Exception as exc:  # noqa: BLE001 -- classified below
         return _classify(exc, conn, server)
