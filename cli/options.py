@@ -227,7 +227,7 @@ def _kafka_connection(**values: Any) -> Any:
 
     if values["bootstrap"] is None:
         return None
-    protocol = values["security_protocol"].upper()
+    protocol = values["security_protocol"]
     if protocol in SASL_PROTOCOLS and values["sasl_password"] is None:
         raise click.UsageError(f"security protocol {protocol} needs a password: set "
                                "PLAYSTREAM_SASL_PASSWORD or sasl_password in the configuration "
@@ -236,9 +236,11 @@ def _kafka_connection(**values: Any) -> Any:
         return KafkaConnection(**{name: values[param] for name, param in KAFKA_FIELDS.items()})
     except KafkaConfigError as err:
         ctx = click.get_current_context()
-        param = next(p for p in ctx.command.params
-                     if p.name == KAFKA_FIELDS.get(err.field or "", "bootstrap"))
-        raise click.BadParameter(err.message, ctx=ctx, param=param) from None
+        name = KAFKA_FIELDS.get(err.field or "", "bootstrap")
+        param = next(p for p in ctx.command.params if p.name == name)
+        # The hint without click's "(env var: ...)": with_source says where a value came from.
+        raise click.BadParameter(err.message, ctx=ctx, param=param,
+                                 param_hint=repr(param.opts[0])) from None
 
 
 def kafka_options(*, required: bool = True, environment: bool = True,
@@ -256,13 +258,12 @@ def kafka_options(*, required: bool = True, environment: bool = True,
         (
             bootstrap_option(required=required, environment=environment, help_text=help_text),
             shared_option("--security-protocol",
-                          type=click.Choice(("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
-                                            case_sensitive=False),
+                          type=click.Choice(("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")),
                           default="PLAINTEXT", show_default=True,
                           help="How the clients talk to the brokers: TLS (SSL), SASL, both."),
             shared_option("--sasl-mechanism",
-                          type=click.Choice(("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"),
-                                            case_sensitive=False), default=None,
+                          type=click.Choice(("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")),
+                          default=None,
                           help="SASL mechanism (SASL_PLAINTEXT, SASL_SSL)."),
             shared_option("--sasl-username", default=None,
                           help="SASL user; the password comes from PLAYSTREAM_SASL_PASSWORD "
