@@ -109,8 +109,8 @@ def _published_games(dataset: Path) -> int:
 @click.option("--timeout", type=click.IntRange(10, None), default=600, show_default=True,
               help="Seconds to wait for the dataset before giving up.")
 @reports_errors
-def demo_cmd(kafka: KafkaConnection | None, work_dir: Path, games: int, workers: int, board_type: str,
-             num_players: int, agent: str, timeout: int) -> None:
+def demo_cmd(kafka: KafkaConnection | None, work_dir: Path, games: int, workers: int,
+             board_type: str, num_players: int, agent: str, timeout: int) -> None:
     """Run self-play → Kafka → stream processor → finalizer for a bounded number of games."""
     with kafka_extra("demo"):
         from playstream.clients.kafka import KafkaConnection

@@ -46,8 +46,8 @@ def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
 @reports_errors
 def selfplay_cmd(board_type: str, num_players: int, count: int | None, forever: bool,
                  agent: str, simulations: int, seed: int, worker: str, game_name: str,
-                 output: Path | None, show_progress: bool, kafka: KafkaConnection | None, topic: str,
-                 partitions: int, spool_dir: Path) -> None:
+                 output: Path | None, show_progress: bool, kafka: KafkaConnection | None,
+                 topic: str, partitions: int, spool_dir: Path) -> None:
     """Play self-play games into a file (--output) or publish them to Kafka
     (--bootstrap-server)."""
     if (output is None) == (kafka is None):

@@ -159,7 +159,7 @@ REFUSALS = {
 }
 
 
-@pytest.mark.parametrize("command", ["stream", "finalize", "publish"])
+@pytest.mark.parametrize("command", ["stream", "finalize", "publish", "replay"])
 @pytest.mark.parametrize("case", sorted(REFUSALS))
 def test_a_refusal_is_one_clear_line_and_exit_1(secure_kafka: LocalKafka, foreign_ca: Path,
                                                 tmp_path: Path, topic_prefix: str,
@@ -172,7 +172,8 @@ def test_a_refusal_is_one_clear_line_and_exit_1(secure_kafka: LocalKafka, foreig
                       spec["password"])
     games_file(tmp_path / "games.jsonl", seed=1, count=2)
     args = {"stream": ["stream"], "finalize": ["finalize", "--once"],
-            "publish": ["publish", "--jsonl", tmp_path / "games.jsonl"]}[command]
+            "publish": ["publish", "--jsonl", tmp_path / "games.jsonl"],
+            "replay": ["replay", "--output", tmp_path / "replay", "--no-progress"]}[command]
     started = time.monotonic()
     proc = run(env, *args, timeout=120)
     elapsed = time.monotonic() - started
