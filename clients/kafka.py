@@ -20,6 +20,9 @@ certificate only as a generic bootstrap failure (kafka-python 3.0.12: ``KafkaTim
 :func:`explain_kafka_error` / :func:`kafka_errors` turn such a failure into one clear
 :class:`~playstream.errors.KafkaConnectError` line by probing each bootstrap server once with
 aiokafka's single-connection ``create_conn``, which raises the real cause.
+:func:`refuse_bad_credentials` runs the same probe *before* a client is built, so that a
+wrong password or an untrusted certificate fails within a second instead of after the
+clients' bootstrap timeout (every command calls it through ``ensure_topics`` or first thing).
 
 This module imports no Kafka library at import time; each is imported where it is used.
 """
