@@ -226,3 +226,28 @@ def test_a_refused_worker_keeps_its_games_until_the_password_is_fixed(
                                                       worker="w")]
     assert f"acknowledged={len(spooled) + 6}" in fixed.stdout
     assert topic_game_ids(conn, f"{topic_prefix}.games") == Counter(spooled + second_run)
+
+
+def test_the_demo_hands_its_connection_to_every_process(secure_kafka: LocalKafka,
+                                                        tmp_path: Path) -> None:
+    """`demo --bootstrap-server` on the SCRAM listener: its workers, processor and finalizer
+    get the security settings on their command line and the password in their environment
+    (the caller's PLAYSTREAM_ variables are not passed on, the demo's own password is)."""
+    conn = secure_kafka.connection("SASL_PLAINTEXT", "SCRAM-SHA-256")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PLAYSTREAM_")}
+    env["PLAYSTREAM_SASL_PASSWORD"] = secure_kafka.sasl_password.get_secret_value()
+    proc = subprocess.run([*CLI, "demo", "--bootstrap-server", conn.bootstrap,
+                           "--security-protocol", "SASL_PLAINTEXT", "--sasl-mechanism",
+                           "SCRAM-SHA-256", "--sasl-username", str(conn.username), "--dir",
+                           tmp_path / "demo", "--games", "20", "--workers", "2", "--timeout",
+                           "240"], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    current = tmp_path / "demo" / "datasets" / KEY / "current"
+    keys: Counter[tuple[str, int]] = Counter()
+    for path in sorted(current.glob("*.npz")):
+        rows = load_npz_dataset(path).rows
+        keys.update(zip(rows.game_id.tolist(), rows.move_number.tolist()))
+    assert keys and max(keys.values()) == 1
+    assert len({game for game, _ in keys}) == 20
+    logs = "".join(p.read_text() for p in (tmp_path / "demo" / "logs").glob("*.log"))
+    assert env["PLAYSTREAM_SASL_PASSWORD"] not in logs
