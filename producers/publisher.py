@@ -6,6 +6,10 @@ pending records in order, keyed by game_id, through an idempotent ``acks=all`` p
 acknowledges them in the spool as the broker confirms them. When the broker is down the
 records simply wait in the spool; a failed delivery rewinds the forwarder to the first
 unacknowledged record once nothing is in flight, so order is kept and nothing is skipped.
+A broker that refuses the credentials or the certificate (KafkaAuthError, KafkaTLSError) is
+not retried: the forwarder stops, the games stay in the spool, and the next `publish` raises
+that error (the game it was given is spooled first), so a misconfigured worker stops at once
+instead of filling its spool for hours.
 
 Delivery is at least once. Within one producer session the idempotent producer removes its
 own retries, so a broker restart shorter than ``delivery_timeout_ms`` yields each game
