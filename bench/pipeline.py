@@ -31,6 +31,7 @@ from pathlib import Path
 from kafka import KafkaProducer
 
 from playstream.chunks import ChunkMetadata, ChunkStore
+from playstream.clients.kafka import KafkaConnection
 from playstream.localkafka import LocalKafka, kafka_script
 from playstream.producers.topics import ensure_topics
 from playstream.selfplay import generate_records
@@ -65,7 +66,8 @@ def perf_tool(bootstrap: str, topic: str, size: int, count: int) -> float:
 def run_once(bootstrap: str, payloads: list[tuple[bytes, bytes]], rows: int,
              work: Path, rate: float | None = None) -> dict[str, float]:
     topic = f"bench-{uuid.uuid4().hex[:8]}"
-    ensure_topics(bootstrap, {topic: 4, f"{topic}.dlq": 1, f"{topic}.chunks": 1})
+    ensure_topics(KafkaConnection(bootstrap_servers=bootstrap),
+                  {topic: 4, f"{topic}.dlq": 1, f"{topic}.chunks": 1})
     chunks = work / topic
     proc = subprocess.Popen([*CLI, "stream", "--bootstrap", bootstrap, "--topic", topic,
                              "--dlq-topic", f"{topic}.dlq", "--chunks-topic", f"{topic}.chunks",

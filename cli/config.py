@@ -22,7 +22,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from playstream.cli.options import SharedOption, is_secret, option_key
+from playstream.cli.options import NotOnCommandLine, SharedOption, is_secret, option_key
 from playstream.errors import ConfigFileError
 
 if sys.version_info >= (3, 11):
@@ -468,7 +468,8 @@ def options_table(group: click.Group) -> str:
         default = _plain(param.default, False)
         shown = ("differs by command" if len(defaults) > 1
                  else "" if default is None else f"`{_toml(default)}`")
-        flags = ", ".join(f"`{o}`" for o in param.opts + param.secondary_opts)
+        flags = ("none: environment or file only" if isinstance(param, NotOnCommandLine)
+                 else ", ".join(f"`{o}`" for o in param.opts + param.secondary_opts))
         lines.append(f"| `{key}` | `{param.envvar}` | {flags} | "
                      f"{', '.join(n for n, _ in users)} | {shown} |")
     return "\n".join(lines) + "\n"

@@ -1,6 +1,6 @@
 """`playstream demo`: the whole streaming pipeline on one machine, for a bounded run.
 
-Starts a local Kafka broker (unless --bootstrap is given), creates the topics, then runs the
+Starts a local Kafka broker (unless --bootstrap-server is given), creates the topics, then runs the
 real commands as separate processes, as a deployment would: self-play workers publishing,
 one stream processor, the finalizer. It waits until the dataset holds every game, stops
 everything it started and prints where the dataset is.
@@ -13,26 +13,49 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+from pydantic import SecretStr
 
 from playstream.chunks import ChunkMetadata, ChunkStore
 from playstream.cli.common import Summary, kafka_extra, progress, reports_errors
-from playstream.cli.options import ENV_PREFIX, bootstrap_option
+from playstream.cli.options import ENV_PREFIX, env_name, kafka_options
 from playstream.compaction.publish import read_manifest
 from playstream.encoders.versions import ExportSettings
 from playstream.errors import PlaystreamError
 from playstream.games import get_game
 from playstream.topics import DEFAULT_CHUNKS_TOPIC, DEFAULT_DLQ_TOPIC, DEFAULT_GAMES_TOPIC
 
+if TYPE_CHECKING:
+    from playstream.clients.kafka import KafkaConnection
+
 CLI = [sys.executable, "-m", "playstream"]
 POLL_S = 0.5
 
 
-def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+def _kafka_args(kafka: KafkaConnection) -> list[str]:
+    """The demo's connection as the children's command line, all but the password (which
+    `_spawn` hands over in the environment, never in argv)."""
+    args = ["--bootstrap-server", kafka.bootstrap, "--security-protocol", kafka.security_protocol]
+    if kafka.uses_sasl:
+        args += ["--sasl-mechanism", str(kafka.sasl_mechanism),
+                 "--sasl-username", str(kafka.username)]
+    for flag, path in (("--ssl-cafile", kafka.ssl_cafile), ("--ssl-certfile", kafka.ssl_certfile),
+                       ("--ssl-keyfile", kafka.ssl_keyfile)):
+        if path is not None:
+            args += [flag, str(path)]
+    return args
+
+
+def _spawn(args: list[str], log: Path,
+           password: SecretStr | None = None) -> subprocess.Popen[bytes]:
     """The demo is self-contained: its processes see no PLAYSTREAM_CONFIG or PLAYSTREAM_<KEY>
-    of the operator's shell, which could point them at a production cluster or folder."""
+    of the operator's shell, which could point them at a production cluster or folder; only
+    the demo's own SASL password, if it has one."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+    if password is not None:
+        env[env_name("sasl_password")] = password.get_secret_value()
     with open(log, "ab") as fh:
         return subprocess.Popen([*CLI, *args], stdout=fh, stderr=subprocess.STDOUT, env=env)
 
@@ -69,8 +92,8 @@ def _published_games(dataset: Path) -> int:
 @click.command("demo")
 # Explicit only, as for selfplay: a PLAYSTREAM_BOOTSTRAP_SERVERS or a configuration file set
 # for a production cluster must not turn the demo loose on it.
-@bootstrap_option(required=False, environment=False,
-                  help_text="Use this broker (HOST:PORT[,...]) instead of starting a local one.")
+@kafka_options(required=False, environment=False,
+               help_text="Use this broker (HOST:PORT[,...]) instead of starting a local one.")
 @click.option("--dir", "work_dir", type=click.Path(file_okay=False, path_type=Path),
               default=Path("playstream-demo"), show_default=True,
               help="Where the broker, spools, chunks, datasets and logs go.")
@@ -87,11 +110,11 @@ def _published_games(dataset: Path) -> int:
 @click.option("--timeout", type=click.IntRange(10, None), default=600, show_default=True,
               help="Seconds to wait for the dataset before giving up.")
 @reports_errors
-def demo_cmd(bootstrap: str | None, work_dir: Path, games: int, workers: int,
-             board_type: str | None,
-             num_players: int, agent: str, timeout: int) -> None:
+def demo_cmd(kafka: KafkaConnection | None, work_dir: Path, games: int, workers: int,
+             board_type: str | None, num_players: int, agent: str, timeout: int) -> None:
     """Run self-play → Kafka → stream processor → finalizer for a bounded number of games."""
     with kafka_extra("demo"):
+        from playstream.clients.kafka import KafkaConnection
         from playstream.localkafka import LocalKafka
         from playstream.producers.topics import ensure_topics
     work_dir = work_dir.resolve()
@@ -105,29 +128,28 @@ def demo_cmd(bootstrap: str | None, work_dir: Path, games: int, workers: int,
     services: list[subprocess.Popen[bytes]] = []
     producers: list[subprocess.Popen[bytes]] = []
     try:
-        if bootstrap is None:
+        if kafka is None:
             click.echo(f"starting a local Kafka broker in {work_dir / 'kafka'} ...")
             broker = LocalKafka(work_dir / "kafka")
-            bootstrap = broker.start()
-        ensure_topics(bootstrap, {DEFAULT_GAMES_TOPIC: 4, DEFAULT_DLQ_TOPIC: 1,
+            kafka = KafkaConnection(bootstrap_servers=broker.start())
+        ensure_topics(kafka, {DEFAULT_GAMES_TOPIC: 4, DEFAULT_DLQ_TOPIC: 1,
                                   DEFAULT_CHUNKS_TOPIC: 1})
         store = ChunkStore(chunks)
         counted: dict[Path, int] = {}
         already = _sealed_games(store, key, counted)
-        services.append(_spawn(["stream", "--bootstrap", bootstrap, "--chunks", str(chunks),
-                                "--chunk-age", "2s", "--chunk-rows", "5000"],
-                               logs / "stream.log"))
-        services.append(_spawn(["finalize", "--bootstrap", bootstrap, "--chunks", str(chunks),
-                                "--output", str(datasets), "--every", "2s",
-                                "--val-fraction", "0.1", "--shuffle"],
-                               logs / "finalize.log"))
+        connect, password = _kafka_args(kafka), kafka.password
+        services.append(_spawn(["stream", *connect, "--chunks", str(chunks), "--chunk-age", "2s",
+                                "--chunk-rows", "5000"], logs / "stream.log", password))
+        services.append(_spawn(["finalize", *connect, "--chunks", str(chunks), "--output",
+                                str(datasets), "--every", "2s", "--val-fraction", "0.1",
+                                "--shuffle"], logs / "finalize.log", password))
         per_worker = [games // workers + (i < games % workers) for i in range(workers)]
         run_seed = int(time.time())
-        producers += [_spawn(["selfplay", "--bootstrap", bootstrap, "--board-type", board_type,
+        producers += [_spawn(["selfplay", *connect, "--board-type", board_type,
                              "--num-players", str(num_players), "--games", str(n),
                              "--agent", agent, "--seed", str(run_seed), "--worker", f"demo{i}",
                              "--spool", str(work_dir / f"spool-{i}"), "--no-progress"],
-                            logs / f"selfplay-{i}.log")
+                            logs / f"selfplay-{i}.log", password)
                      for i, n in enumerate(per_worker) if n]
         target = already + games
         deadline = time.monotonic() + timeout

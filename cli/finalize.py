@@ -18,14 +18,15 @@ import click
 
 from playstream.cli.common import Duration, Summary, kafka_extra, reports_errors
 from playstream.cli.metrics import serving_metrics
-from playstream.cli.options import (MetricsEndpoint, bootstrap_option, chunk_store_option,
-                                    chunks_topic_option, compaction_options, datasets_option,
-                                    finalizer_group_option, metrics_options)
+from playstream.cli.options import (MetricsEndpoint, chunk_store_option, chunks_topic_option,
+                                    compaction_options, datasets_option, finalizer_group_option,
+                                    kafka_options, metrics_options)
 from playstream.compaction import CompactOptions
 from playstream.errors import PlaystreamError
 from playstream.topics import DEFAULT_CHUNKS_TOPIC, SIDE_TOPIC_PARTITIONS
 
 if TYPE_CHECKING:
+    from playstream.clients.kafka import KafkaConnection
     from playstream.consumers.service import CycleReport, FinalizerService
 
 
@@ -60,7 +61,7 @@ def _run_until_signalled(service: FinalizerService) -> None:
 
 
 @click.command("finalize")
-@bootstrap_option(required=True)
+@kafka_options()
 @chunk_store_option(required=True,
                     help_text="The chunk store the stream processors seal chunks into.")
 @datasets_option()
@@ -78,7 +79,7 @@ def _run_until_signalled(service: FinalizerService) -> None:
 @compaction_options
 @metrics_options
 @reports_errors
-def finalize_cmd(bootstrap: str, chunk_dir: Path, output: Path, every_s: float,
+def finalize_cmd(kafka: KafkaConnection, chunk_dir: Path, output: Path, every_s: float,
                  chunks_topic: str, group: str, once: bool, retain_s: float | None,
                  keep_versions: int, compact_options: CompactOptions,
                  metrics_endpoint: MetricsEndpoint) -> None:
@@ -89,9 +90,9 @@ def finalize_cmd(bootstrap: str, chunk_dir: Path, output: Path, every_s: float,
     options = dataclasses.replace(compact_options, keep_versions=keep_versions)
     # Created here as `playstream stream` creates it, whichever starts first: a topic the
     # broker auto-created would have the wrong settings and make the processors refuse it.
-    ensure_topics(bootstrap, {chunks_topic: SIDE_TOPIC_PARTITIONS})
+    ensure_topics(kafka, {chunks_topic: SIDE_TOPIC_PARTITIONS})
     with serving_metrics(metrics_endpoint, "finalize") as served, \
-            FinalizerService(bootstrap, chunks_topic=chunks_topic, store_dir=chunk_dir,
+            FinalizerService(kafka, chunks_topic=chunks_topic, store_dir=chunk_dir,
                              output_dir=output, options=options, every_s=every_s, group=group,
                              retention_s=retain_s, metrics=served.metrics) as service:
         served.ready_when(lambda: (service.caught_up, "caught up with the chunk store"

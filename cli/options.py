@@ -74,7 +74,8 @@ def shared_option(*decls: str, key: str | None = None, environment: bool = True,
     if environment:
         attrs.setdefault("envvar", env_name(key))
         attrs.setdefault("show_envvar", True)
-    return click.option(*decls, cls=SharedOption, key=key, shared=environment, **attrs)
+    attrs.setdefault("cls", SharedOption)
+    return click.option(*decls, key=key, shared=environment, **attrs)
 
 
 @dataclass(frozen=True)
@@ -224,16 +225,98 @@ def allow_empty_option(fn: F) -> F:
                              "left (every record skipped, or every row dropped).")(fn)
 
 
-# Security options (SASL, TLS) join the shared options here, next to the bootstrap servers:
-# an OptionGroup of shared_option()s that builds playstream.kafka_settings.KafkaConnection,
-# so that they get their PLAYSTREAM_<KEY> variables, their configuration-file keys and, for
-# keys containing "password" or "secret", masking in `config show` and in error messages.
+class NotOnCommandLine(SharedOption):
+    """A shared option read only from ``PLAYSTREAM_<KEY>`` and the configuration file: a
+    password on the command line would be visible to every user of the machine (``ps``,
+    ``/proc/PID/cmdline``) and in the shell's history. Hidden from ``--help``; ``config show``
+    and ``config options`` list it (masked)."""
+
+    def add_to_parser(self, parser: Any, ctx: click.Context) -> None:
+        return None  # no flag: `--sasl-password x` is an unknown option, not a way in
+
+
 def bootstrap_option(*, required: bool, environment: bool = True,
                      help_text: str = "Kafka bootstrap servers HOST:PORT[,HOST:PORT...]."
                      ) -> Callable[[F], F]:
     """Kafka's own name, ``--bootstrap-server``; ``--bootstrap`` stays as an alias."""
     return shared_option("--bootstrap-server", "--bootstrap", "bootstrap", key="bootstrap_servers",
                          environment=environment, required=required, help=help_text)
+
+
+# The command-line spelling of each KafkaConnection field, so that a bad or inconsistent
+# setting is reported against the option (and where its value came from) that set it.
+KAFKA_FIELDS = {"bootstrap_servers": "bootstrap", "security_protocol": "security_protocol",
+                "sasl_mechanism": "sasl_mechanism", "username": "sasl_username",
+                "password": "sasl_password", "ssl_cafile": "ssl_cafile",
+                "ssl_certfile": "ssl_certfile", "ssl_keyfile": "ssl_keyfile"}
+
+
+def _kafka_connection(**values: Any) -> Any:
+    """A `playstream.clients.kafka.KafkaConnection` from the options, or None when no
+    bootstrap server is set (`selfplay --output`, `demo` with its own broker). Imported here:
+    this module is loaded by every command, the bare install's included."""
+    from playstream.clients.kafka import SASL_PROTOCOLS, KafkaConnection
+    from playstream.errors import KafkaConfigError
+
+    if values["bootstrap"] is None:
+        return None
+    protocol = values["security_protocol"]
+    if protocol in SASL_PROTOCOLS and values["sasl_password"] is None:
+        raise click.UsageError(f"security protocol {protocol} needs a password: set "
+                               "PLAYSTREAM_SASL_PASSWORD or sasl_password in the configuration "
+                               "file (there is no command-line option for it)")
+    try:
+        return KafkaConnection(**{name: values[param] for name, param in KAFKA_FIELDS.items()})
+    except KafkaConfigError as err:
+        ctx = click.get_current_context()
+        name = KAFKA_FIELDS.get(err.field or "", "bootstrap")
+        param = next(p for p in ctx.command.params if p.name == name)
+        # The hint without click's "(env var: ...)": with_source says where a value came from.
+        raise click.BadParameter(err.message, ctx=ctx, param=param,
+                                 param_hint=repr(param.opts[0])) from None
+
+
+def kafka_options(*, required: bool = True, environment: bool = True,
+                  help_text: str = "Kafka bootstrap servers HOST:PORT[,HOST:PORT...].",
+                  ) -> OptionGroup:
+    """How to reach the cluster: the bootstrap servers and the security settings, handed to
+    the command as one ``kafka`` argument, a `KafkaConnection` (None when not ``required``
+    and no server is given). ``environment=False`` takes the servers from the command line
+    or the command's own table only (see `selfplay`); the security settings always come
+    from anywhere, since without servers they connect nothing. The password has no flag:
+    ``PLAYSTREAM_SASL_PASSWORD`` or ``sasl_password`` in the file."""
+    files = click.Path(dir_okay=False, exists=True, path_type=Path)
+    return OptionGroup(
+        "kafka",
+        (
+            bootstrap_option(required=required, environment=environment, help_text=help_text),
+            shared_option("--security-protocol",
+                          type=click.Choice(("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")),
+                          default="PLAINTEXT", show_default=True,
+                          help="How the clients talk to the brokers: TLS (SSL), SASL, both."),
+            shared_option("--sasl-mechanism",
+                          type=click.Choice(("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")),
+                          default=None,
+                          help="SASL mechanism (SASL_PLAINTEXT, SASL_SSL)."),
+            shared_option("--sasl-username", default=None,
+                          help="SASL user; the password comes from PLAYSTREAM_SASL_PASSWORD "
+                               "or sasl_password in the configuration file, never from the "
+                               "command line."),
+            shared_option("--sasl-password", "sasl_password", cls=NotOnCommandLine,
+                          default=None, hidden=True,
+                          help="SASL password (environment or configuration file only)."),
+            shared_option("--ssl-cafile", type=files, default=None,
+                          help="PEM CA certificates that signed the brokers' certificates "
+                               "(SSL, SASL_SSL; default: the system's CA store)."),
+            shared_option("--ssl-certfile", type=files, default=None,
+                          help="PEM client certificate, for brokers that check clients."),
+            shared_option("--ssl-keyfile", type=files, default=None,
+                          help="PEM private key of the client certificate."),
+        ),
+        ("bootstrap", "security_protocol", "sasl_mechanism", "sasl_username", "sasl_password",
+         "ssl_cafile", "ssl_certfile", "ssl_keyfile"),
+        _kafka_connection,
+    )
 
 
 def topic_option(fn: F) -> F:

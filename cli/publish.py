@@ -1,5 +1,5 @@
 """`playstream publish` (backfill a game file onto the games topic) and the Kafka side of
-`playstream selfplay --bootstrap` (the lead's command calls `run_selfplay_worker`)."""
+`playstream selfplay --bootstrap-server` (the lead's command calls `run_selfplay_worker`)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,15 +10,16 @@ from tqdm import tqdm
 
 from playstream.cli.common import RejectLog, Summary, kafka_extra, progress, reports_errors
 from playstream.cli.metrics import MetricsHandle, serving_metrics
-from playstream.cli.options import (MetricsEndpoint, bootstrap_option, metrics_options,
+from playstream.cli.options import (MetricsEndpoint, kafka_options, metrics_options,
                                     partitions_option, rejects_option, topic_option)
-from playstream.errors import PlaystreamError, RecordError
+from playstream.errors import KafkaConnectError, PlaystreamError, RecordError
 from playstream.gamefiles import SourceItem, open_game_source, position_context
 from playstream.rejects import Reject, field_family
 from playstream.topics import DEFAULT_GAMES_PARTITIONS
 from playstream.records import GameRecord, parse_record
 
 if TYPE_CHECKING:
+    from playstream.clients.kafka import KafkaConnection
     from playstream.producers.publisher import GamePublisher
 
 DEFAULT_WORKER_SPOOL = Path("playstream-spool")
@@ -27,12 +28,12 @@ READY_MAX_SPOOLED = 1000
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _open_publisher(bootstrap: str, topic: str, spool_dir: Path,
+def _open_publisher(kafka: KafkaConnection, topic: str, spool_dir: Path,
                     partitions: int) -> GamePublisher:
     """Imported here so that the rest of the CLI works without the optional kafka extra."""
     with kafka_extra("publish"):
         from playstream.producers.publisher import GamePublisher
-    return GamePublisher(bootstrap, topic, spool_dir=spool_dir, partitions=partitions)
+    return GamePublisher(kafka, topic, spool_dir=spool_dir, partitions=partitions)
 
 
 def _watch_spool(served: MetricsHandle, publisher: GamePublisher) -> None:
@@ -52,13 +53,19 @@ def _watch_spool(served: MetricsHandle, publisher: GamePublisher) -> None:
 
 def _close_and_check(publisher: GamePublisher, summary: Summary, timeout: float) -> None:
     """Close the publisher, echo the summary with what the broker acknowledged, and fail
-    the command if any game is left in the spool (the next run on it sends them first)."""
+    the command if the broker refused it (credentials, certificate) or any game is left in
+    the spool (the next run on it sends them first)."""
     left = publisher.close(timeout)
     metrics = publisher.metrics()
     summary.count("acknowledged", metrics.published)
     if left:
         summary.count("left_in_spool", left)
     summary.echo()
+    refused = publisher.refused
+    if refused is not None:
+        raise PlaystreamError(f"{refused.message}; {left} games stay in the spool "
+                              f"{publisher.spool_dir} and are sent first by the next run with "
+                              "the same --spool")
     if left:
         raise PlaystreamError(f"the broker did not acknowledge {left} games within {timeout:g}s"
                               f" (last error: {metrics.last_error}); they stay in the spool and "
@@ -71,7 +78,7 @@ def _close_and_check(publisher: GamePublisher, summary: Summary, timeout: float)
               help="A SQLite game database to publish.")
 @click.option("--jsonl", "jsonl", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="A JSONL game file to publish.")
-@bootstrap_option(required=True)
+@kafka_options()
 @topic_option
 @partitions_option
 @click.option("--spool", "spool_dir", type=click.Path(file_okay=False, path_type=Path),
@@ -81,7 +88,7 @@ def _close_and_check(publisher: GamePublisher, summary: Summary, timeout: float)
 @metrics_options
 @rejects_option
 @reports_errors
-def publish_cmd(db: Path | None, jsonl: Path | None, bootstrap: str, topic: str,
+def publish_cmd(db: Path | None, jsonl: Path | None, kafka: KafkaConnection, topic: str,
                 partitions: int, spool_dir: Path | None, timeout: float,
                 rejects_path: Path | None, metrics_endpoint: MetricsEndpoint) -> None:
     """Backfill: validate every game of a game file and publish the valid ones to Kafka.
@@ -97,7 +104,7 @@ def publish_cmd(db: Path | None, jsonl: Path | None, bootstrap: str, topic: str,
     summary = Summary("publish")
     items = open_game_source(source)
     with serving_metrics(metrics_endpoint, "publish") as served:
-        publisher = _open_publisher(bootstrap, topic, spool, partitions)
+        publisher = _open_publisher(kafka, topic, spool, partitions)
         _watch_spool(served, publisher)
         _publish_items(publisher, items, source, summary, timeout, rejects_path)
 
@@ -119,6 +126,8 @@ def _publish_items(publisher: GamePublisher, items: Iterator[SourceItem], source
                         error = err
                 summary.skip(f"invalid {field_family(error.field)}")
                 rejects.add(Reject.from_error(error, **where))
+    except KafkaConnectError:
+        pass  # the broker refused the publisher: said below, with what stays in the spool
     except BaseException:
         publisher.close(timeout)  # deliver what we can; the original error is reported
         raise
@@ -126,8 +135,8 @@ def _publish_items(publisher: GamePublisher, items: Iterator[SourceItem], source
 
 
 def selfplay_worker_options(fn: F) -> F:
-    """The Kafka options of `playstream selfplay`; with --bootstrap the games go to the
-    topic (through the spool) instead of a file."""
+    """The Kafka options of `playstream selfplay`; with --bootstrap-server the games go to
+    the topic (through the spool) instead of a file."""
     fn = metrics_options(fn)
     fn = click.option("--spool", "spool_dir", type=click.Path(file_okay=False, path_type=Path),
                       default=DEFAULT_WORKER_SPOOL, show_default=True,
@@ -137,13 +146,13 @@ def selfplay_worker_options(fn: F) -> F:
     # Not from the environment nor the file's top level: a worker with --output must not
     # start publishing because PLAYSTREAM_BOOTSTRAP_SERVERS happens to be set. Only an
     # explicit choice sets it: the command line or the file's [selfplay] table.
-    fn = bootstrap_option(required=False, environment=False,
-                          help_text="Kafka bootstrap servers HOST:PORT[,...]: publish games to "
-                                    "Kafka instead of a file.")(fn)
+    fn = kafka_options(required=False, environment=False,
+                       help_text="Kafka bootstrap servers HOST:PORT[,...]: publish games to "
+                                 "Kafka instead of a file.")(fn)
     return fn
 
 
-def run_selfplay_worker(bootstrap: str, topic: str, spool_dir: Path,
+def run_selfplay_worker(kafka: KafkaConnection, topic: str, spool_dir: Path,
                         records: Iterator[GameRecord], summary: Summary, bar: tqdm, *,
                         partitions: int = DEFAULT_GAMES_PARTITIONS,
                         timeout: float = 60.0,
@@ -151,8 +160,9 @@ def run_selfplay_worker(bootstrap: str, topic: str, spool_dir: Path,
     """Publish every game ``records`` yields (forever if it never ends). On exit, including
     Ctrl-C, waits up to ``timeout`` seconds for the broker and echoes ``summary``; raises
     PlaystreamError (exit 1) naming the count left in the spool if the broker did not
-    acknowledge everything. ``served``: where to report the spool's gauges."""
-    publisher = _open_publisher(bootstrap, topic, spool_dir, partitions)
+    acknowledge everything, or refused the credentials or the certificate (then the worker
+    stops at once; the games played so far stay in the spool)."""
+    publisher = _open_publisher(kafka, topic, spool_dir, partitions)
     if served is not None:
         _watch_spool(served, publisher)
     try:
@@ -163,6 +173,8 @@ def run_selfplay_worker(bootstrap: str, topic: str, spool_dir: Path,
             bar.update(1)
     except KeyboardInterrupt:
         pass  # the way to stop a --forever worker: deliver what we can and report
+    except KafkaConnectError:
+        pass  # the broker refused the publisher: said by _close_and_check
     except BaseException:
         publisher.close(timeout)
         raise

@@ -3,17 +3,21 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from playstream.chunks import ChunkStore
 from playstream.cli.common import Summary, Timestamp, kafka_extra, progress, reports_errors
 from playstream.cli.export import summarise_compaction
-from playstream.cli.options import (EncoderChoice, game_option, bootstrap_option, chunk_rows_option,
-                                    compaction_options, encoder_options, progress_option,
+from playstream.cli.options import (EncoderChoice, chunk_rows_option, compaction_options,
+                                    encoder_options, game_option, kafka_options, progress_option,
                                     topic_option)
 from playstream.compaction.compact import CompactOptions, compact
 from playstream.dataset.config import encoder_scope
+
+if TYPE_CHECKING:
+    from playstream.clients.kafka import KafkaConnection
 
 
 class StartPoint(click.ParamType):
@@ -29,7 +33,7 @@ class StartPoint(click.ParamType):
 
 
 @click.command("replay")
-@bootstrap_option(required=True)
+@kafka_options()
 @topic_option
 @click.option("--from", "since", type=StartPoint(), default="earliest", show_default=True,
               help="earliest, or an ISO 8601 time: the first record published at or after it.")
@@ -44,7 +48,7 @@ class StartPoint(click.ParamType):
 @progress_option
 @compaction_options
 @reports_errors
-def replay_cmd(bootstrap: str, topic: str, since: datetime | None, game_name: str,
+def replay_cmd(kafka: KafkaConnection, topic: str, since: datetime | None, game_name: str,
                encoder: EncoderChoice,
                output: Path, group: str | None, chunk_rows: int, show_progress: bool,
                compact_options: CompactOptions) -> None:
@@ -57,7 +61,7 @@ def replay_cmd(bootstrap: str, topic: str, since: datetime | None, game_name: st
     store = ChunkStore(output / "chunks")
     summary = Summary("replay")
     with progress(None, "replay", "record", enabled=show_progress) as bar:
-        result = replay_topic(bootstrap, topic, store,
+        result = replay_topic(kafka, topic, store,
                               feature_version=feature_version,
                               history_length=encoder.history_length,
                               group=group or f"playstream-replay-{scope}", since=since,

@@ -4,6 +4,7 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 
@@ -15,6 +16,9 @@ from playstream.errors import GameFileError
 from playstream.gamefiles import GameDatabase, JsonlWriter
 from playstream.games import MAX_SEATS, get_game
 from playstream.selfplay import AGENTS, agent_names, generate_records
+
+if TYPE_CHECKING:
+    from playstream.clients.kafka import KafkaConnection
 
 
 def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -47,18 +51,20 @@ def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
 @reports_errors
 def selfplay_cmd(board_type: str, num_players: int | None, count: int | None, forever: bool,
                  agent: str, simulations: int, seed: int, worker: str, game_name: str,
-                 output: Path | None, show_progress: bool, bootstrap: str | None, topic: str,
-                 partitions: int, spool_dir: Path, metrics_endpoint: MetricsEndpoint) -> None:
-    """Play self-play games into a file (--output) or publish them to Kafka (--bootstrap)."""
-    if (output is None) == (bootstrap is None):
+                 output: Path | None, show_progress: bool, kafka: KafkaConnection | None,
+                 topic: str, partitions: int, spool_dir: Path,
+                 metrics_endpoint: MetricsEndpoint) -> None:
+    """Play self-play games into a file (--output) or publish them to Kafka
+    (--bootstrap-server)."""
+    if (output is None) == (kafka is None):
         raise click.UsageError("give exactly one of --output FILE or --bootstrap-server "
                                "HOST:PORT")
     if forever == (count is not None):
         raise click.UsageError("give exactly one of --games N or --forever")
-    if forever and bootstrap is None:
+    if forever and kafka is None:
         raise click.UsageError("--forever needs --bootstrap-server (a file would grow without "
                                "end)")
-    if metrics_endpoint.port and bootstrap is None:
+    if metrics_endpoint.port and kafka is None:
         raise click.UsageError("--metrics-port needs --bootstrap-server")
     game = get_game(game_name)  # an unknown game, board, seat count or agent fails early
     if board_type not in game.board_types:
@@ -76,11 +82,11 @@ def selfplay_cmd(board_type: str, num_players: int | None, count: int | None, fo
                                num_players=num_players, agent=agent, seed=seed, count=count,
                                simulations=simulations, worker=worker)
     summary = Summary("selfplay")
-    if bootstrap is not None:
+    if kafka is not None:
         signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
         with serving_metrics(metrics_endpoint, "selfplay") as served, \
                 progress(count, "selfplay", "game", enabled=show_progress) as bar:
-            run_selfplay_worker(bootstrap, topic, spool_dir, records, summary, bar,
+            run_selfplay_worker(kafka, topic, spool_dir, records, summary, bar,
                                 partitions=partitions, served=served)
         return
     assert output is not None

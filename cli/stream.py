@@ -5,25 +5,29 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from playstream.cli.common import Duration, Summary, Timestamp, kafka_extra, reports_errors
 from playstream.cli.metrics import serving_metrics
-from playstream.cli.options import (EncoderChoice, MetricsEndpoint, bootstrap_option,
-                                    game_option,
-                                    chunk_rows_option, chunk_store_option, chunks_topic_option,
-                                    dlq_topic_option, encoder_options, metrics_options,
-                                    partitions_option, processor_group_option, topic_option)
+from playstream.cli.options import (EncoderChoice, MetricsEndpoint, chunk_rows_option,
+                                    chunk_store_option, chunks_topic_option, dlq_topic_option,
+                                    encoder_options, game_option, kafka_options,
+                                    metrics_options, partitions_option, processor_group_option,
+                                    topic_option)
 from playstream.errors import PlaystreamError
 from playstream.topics import DEFAULT_CHUNKS_TOPIC, DEFAULT_DLQ_TOPIC, SIDE_TOPIC_PARTITIONS
+
+if TYPE_CHECKING:
+    from playstream.clients.kafka import KafkaConnection
 
 DEFAULT_CHUNKS_DIR = Path("playstream-chunks")
 DEFAULT_READY_MAX_LAG = 10_000
 
 
 @click.command("stream")
-@bootstrap_option(required=True)
+@kafka_options()
 @topic_option
 @partitions_option
 @processor_group_option
@@ -44,9 +48,9 @@ DEFAULT_READY_MAX_LAG = 10_000
               help="/readyz answers 200 once every assigned partition is within this many "
                    "records of its end.")
 @reports_errors
-def stream_cmd(bootstrap: str, topic: str, partitions: int, group: str, chunk_dir: Path,
-               game_name: str, encoder: EncoderChoice, chunk_rows: int, chunk_age: float,
-               dlq_topic: str, chunks_topic: str, from_time: datetime | None,
+def stream_cmd(kafka: KafkaConnection, topic: str, partitions: int, group: str,
+               chunk_dir: Path, game_name: str, encoder: EncoderChoice, chunk_rows: int,
+               chunk_age: float, dlq_topic: str, chunks_topic: str, from_time: datetime | None,
                metrics_endpoint: MetricsEndpoint, ready_max_lag: int) -> None:
     """Consume game records from Kafka into exactly-once chunks until SIGTERM/SIGINT.
 
@@ -59,12 +63,12 @@ def stream_cmd(bootstrap: str, topic: str, partitions: int, group: str, chunk_di
         from playstream.producers.topics import ensure_topics
         from playstream.streams.faust_app import build_app, run_worker
 
-    ensure_topics(bootstrap, {topic: partitions, dlq_topic: SIDE_TOPIC_PARTITIONS,
-                              chunks_topic: SIDE_TOPIC_PARTITIONS})
+    ensure_topics(kafka, {topic: partitions, dlq_topic: SIDE_TOPIC_PARTITIONS,
+                          chunks_topic: SIDE_TOPIC_PARTITIONS})
     summary = Summary("stream")
     level = logging.getLevelName(logging.getLogger("playstream").getEffectiveLevel()).lower()
     with serving_metrics(metrics_endpoint, "stream") as served:
-        app = build_app(bootstrap, group=group, games_topic=topic, dlq_topic=dlq_topic,
+        app = build_app(kafka, group=group, games_topic=topic, dlq_topic=dlq_topic,
                         chunks_topic=chunks_topic, store_dir=chunk_dir,
                         feature_version=feature_version,
                         history_length=encoder.history_length,

@@ -20,6 +20,9 @@ certificate only as a generic bootstrap failure (kafka-python 3.0.12: ``KafkaTim
 :func:`explain_kafka_error` / :func:`kafka_errors` turn such a failure into one clear
 :class:`~playstream.errors.KafkaConnectError` line by probing each bootstrap server once with
 aiokafka's single-connection ``create_conn``, which raises the real cause.
+:func:`refuse_bad_credentials` runs the same probe *before* a client is built, so that a
+wrong password or an untrusted certificate fails within a second instead of after the
+clients' bootstrap timeout (every command calls it through ``ensure_topics`` or first thing).
 
 This module imports no Kafka library at import time; each is imported where it is used.
 """
@@ -289,7 +292,7 @@ def _classify(exc: BaseException, conn: KafkaConnection, server: str) -> KafkaCo
         return KafkaAuthError(f"authentication failed on {where}: the listener does not enable "
                               f"{conn.sasl_mechanism}", reason="mechanism", **common)
 
-    tls = f"TLS handshake with {server} failed"
+    tls = f"TLS handshake with {where} failed"
     if isinstance(exc, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in text:
         code = getattr(exc, "verify_code", None)
         message = getattr(exc, "verify_message", None) or text
@@ -345,8 +348,9 @@ def _tls_probe(conn: KafkaConnection, server: str, timeout: float) -> KafkaConne
                 except (socket.timeout, TimeoutError):
                     pass   # silence: the broker waits for a request, the handshake is fine
     except (ssl.SSLEOFError, ConnectionResetError, BrokenPipeError):
-        return KafkaTLSError(f"TLS handshake with {server} failed: the listener closed the "
-                             f"connection (is {server} a PLAINTEXT or SASL_PLAINTEXT port?)",
+        return KafkaTLSError(f"TLS handshake with {server} ({_mechanism_note(conn)}) failed: "
+                             f"the listener closed the connection (is {server} a PLAINTEXT "
+                             "or SASL_PLAINTEXT port?)",
                              reason="not-tls", **common)
     except Exception as exc:  # noqa: BLE001 -- classified below
         return _classify(exc, conn, server)
@@ -453,3 +457,16 @@ def kafka_errors(conn: KafkaConnection, *, probe: bool = True,
         if err is None:
             raise
         raise err from exc
+
+
+def refuse_bad_credentials(conn: KafkaConnection, timeout: float = 10.0) -> None:
+    """Raise :class:`KafkaAuthError` / :class:`KafkaTLSError` at once when a broker refuses
+    the credentials or its certificate is not trusted: kafka-python would only time out after
+    ``bootstrap_timeout_ms`` and say nothing of the cause. One connection per bootstrap server
+    (SASL and TLS connections only; PLAINTEXT has nothing to refuse). A server that cannot be
+    reached is left to the clients, which retry it and use the others."""
+    if not (conn.uses_sasl or conn.uses_tls):
+        return
+    found = diagnose(conn, timeout)
+    if isinstance(found, (KafkaAuthError, KafkaTLSError)):
+        raise found

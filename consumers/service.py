@@ -29,6 +29,7 @@ from kafka.errors import KafkaError
 
 from playstream.chunks import ChunkName, ChunkStore
 from playstream.chunks.writer import file_sha256
+from playstream.clients.kafka import KafkaConnection, kafka_errors
 from playstream.compaction.compact import CompactionResult, CompactOptions, compact
 from playstream.compaction.publish import read_manifest
 from playstream.compaction.retention import apply_retention
@@ -73,7 +74,7 @@ class FinalizerService:
     longer contain their rows. None keeps every chunk.
     """
 
-    def __init__(self, bootstrap: str, *, chunks_topic: str, store_dir: Path,
+    def __init__(self, kafka: KafkaConnection, *, chunks_topic: str, store_dir: Path,
                  output_dir: Path, options: CompactOptions, every_s: float,
                  group: str = FINALIZER_GROUP, retention_s: float | None = None,
                  metrics: Metrics = NULL_METRICS) -> None:
@@ -95,17 +96,18 @@ class FinalizerService:
         self._uncommitted = 0
         self._caught_up = False
         try:
-            self._consumer = KafkaConsumer(
-                chunks_topic, bootstrap_servers=bootstrap, group_id=group,
-                client_id="playstream-finalizer", enable_auto_commit=False,
-                auto_offset_reset="earliest", allow_auto_create_topics=False,
-                max_poll_records=MAX_POLL_RECORDS,
-                max_poll_interval_ms=MAX_PUBLISH_S * 1000,
-                max_partition_fetch_bytes=MAX_ANNOUNCEMENT_BYTES * 16,
-                kafka_client=StopIOFirstClient)
+            with kafka_errors(kafka):
+                self._consumer = KafkaConsumer(
+                    chunks_topic, **kafka.kafka_python_kwargs(), group_id=group,
+                    client_id="playstream-finalizer", enable_auto_commit=False,
+                    auto_offset_reset="earliest", allow_auto_create_topics=False,
+                    max_poll_records=MAX_POLL_RECORDS,
+                    max_poll_interval_ms=MAX_PUBLISH_S * 1000,
+                    max_partition_fetch_bytes=MAX_ANNOUNCEMENT_BYTES * 16,
+                    kafka_client=StopIOFirstClient)
         except KafkaError as err:
             raise PlaystreamError(f"cannot reach Kafka: {error_text(err)}",
-                                  bootstrap=bootstrap, topic=chunks_topic) from None
+                                  bootstrap=kafka.bootstrap, topic=chunks_topic) from None
 
     # -- lifecycle ------------------------------------------------------------------------
     def run(self, stop_event: threading.Event) -> None:

@@ -6,6 +6,10 @@ pending records in order, keyed by game_id, through an idempotent ``acks=all`` p
 acknowledges them in the spool as the broker confirms them. When the broker is down the
 records simply wait in the spool; a failed delivery rewinds the forwarder to the first
 unacknowledged record once nothing is in flight, so order is kept and nothing is skipped.
+A broker that refuses the credentials or the certificate (KafkaAuthError, KafkaTLSError) is
+not retried: the forwarder stops, the games stay in the spool, and the next `publish` raises
+that error (the game it was given is spooled first), so a misconfigured worker stops at once
+instead of filling its spool for hours.
 
 Delivery is at least once. Within one producer session the idempotent producer removes its
 own retries, so a broker restart shorter than ``delivery_timeout_ms`` yields each game
@@ -28,7 +32,9 @@ from types import TracebackType
 from kafka import KafkaProducer
 from kafka.errors import KafkaError, KafkaTimeoutError
 
-from playstream.errors import PlaystreamError, RecordError, error_text
+from playstream.clients.kafka import KafkaConnection, kafka_errors
+from playstream.errors import (KafkaAuthError, KafkaConnectError, KafkaTLSError, PlaystreamError,
+                               RecordError, error_text)
 from playstream.producers.spool import Spool
 from playstream.producers.topics import ensure_topics
 from playstream.topics import DEFAULT_GAMES_PARTITIONS, DEFAULT_GAMES_TOPIC, MAX_MESSAGE_BYTES
@@ -63,20 +69,20 @@ class PublisherMetrics:
 class GamePublisher:
     """One self-play worker's path to the games topic. Use one per spool directory."""
 
-    def __init__(self, bootstrap: str, topic: str = DEFAULT_GAMES_TOPIC, *,
+    def __init__(self, kafka: KafkaConnection, topic: str = DEFAULT_GAMES_TOPIC, *,
                  spool_dir: str | Path, client_id: str | None = None, linger_ms: int = 20,
                  partitions: int = DEFAULT_GAMES_PARTITIONS,
                  spool_max_bytes: int = DEFAULT_SPOOL_BYTES, max_block_ms: int = 2000,
                  request_timeout_ms: int = 15_000, delivery_timeout_ms: int = 60_000,
                  retries: int = 20, max_in_flight: int = MAX_IN_FLIGHT,
                  connect_timeout_ms: int = CONNECT_TIMEOUT_MS) -> None:
-        self.bootstrap = bootstrap
+        self.kafka = kafka
         self.topic = topic
         self.partitions = partitions
         self.max_in_flight = max_in_flight
         self.connect_timeout_ms = connect_timeout_ms
         self._producer_config = {
-            "bootstrap_servers": bootstrap, "client_id": client_id, "acks": "all",
+            **kafka.kafka_python_kwargs(), "client_id": client_id, "acks": "all",
             "enable_idempotence": True, "compression_type": "gzip", "linger_ms": linger_ms,
             "retries": retries, "request_timeout_ms": request_timeout_ms,
             "delivery_timeout_ms": delivery_timeout_ms, "max_block_ms": max_block_ms,
@@ -137,6 +143,8 @@ class GamePublisher:
             self._wakeup = True
             self._cond.notify_all()
             crash = self._crash
+        if isinstance(crash, KafkaConnectError):  # refused; the game is spooled all the same
+            raise crash
         if crash is not None:  # the game is spooled; the next start forwards it
             raise PlaystreamError(f"publisher forwarder stopped: {type(crash).__name__}: "
                                   f"{crash}", **self._log_extra)
@@ -173,6 +181,13 @@ class GamePublisher:
     @property
     def spool_dir(self) -> Path:
         return self._spool.directory
+
+    @property
+    def refused(self) -> KafkaConnectError | None:
+        """Why the broker refused this publisher (credentials, certificate), which stopped
+        it; None while it is delivering or retrying."""
+        with self._cond:
+            return self._crash if isinstance(self._crash, KafkaConnectError) else None
 
     def metrics(self) -> PublisherMetrics:
         with self._cond:
@@ -224,6 +239,14 @@ class GamePublisher:
                 if time.monotonic() >= self._retry_at and (self._producer is not None
                                                            or self._connect()):
                     self._send_pending()
+        except (KafkaAuthError, KafkaTLSError) as err:
+            # Retrying cannot fix a wrong password or an untrusted certificate: stop, keep the
+            # games in the spool, and let publish() / refused tell the caller, which reports it.
+            log.info("the broker refused the publisher; the games stay in the spool",
+                     extra={**self._log_extra, "error": str(err)})
+            with self._cond:
+                self._crash = err
+                self._cond.notify_all()
         except BaseException as err:  # reported to the caller by publish() and flush()
             log.exception("publisher forwarder crashed", extra=self._log_extra)
             with self._cond:
@@ -237,14 +260,20 @@ class GamePublisher:
         return min(IDLE_WAKE_S, until_retry) if until_retry > 0 else IDLE_WAKE_S
 
     def _connect(self) -> bool:
+        """True once connected; False (retried later) while the broker cannot be reached.
+        KafkaAuthError and KafkaTLSError propagate: they stop the forwarder."""
         try:
-            ensure_topics(self.bootstrap, {self.topic: self.partitions},
+            ensure_topics(self.kafka, {self.topic: self.partitions},
                           timeout_ms=self.connect_timeout_ms)
-            self._producer = KafkaProducer(**self._producer_config)
+            with kafka_errors(self.kafka, timeout=self.connect_timeout_ms / 1000):
+                self._producer = KafkaProducer(**self._producer_config)
+        except (KafkaAuthError, KafkaTLSError):
+            raise
         except (PlaystreamError, KafkaError) as err:
             self._note_failure(err, "cannot connect to Kafka")
             return False
-        log.info("connected to Kafka", extra={**self._log_extra, "bootstrap": self.bootstrap})
+        log.info("connected to Kafka",
+                 extra={**self._log_extra, "bootstrap": self.kafka.describe()})
         return True
 
     def _send_pending(self) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Mapping
 
+from playstream.clients.kafka import KafkaConnection, kafka_errors, refuse_bad_credentials
 from playstream.errors import PlaystreamError, error_text
 from playstream.topics import (DEFAULT_CHUNKS_TOPIC, DEFAULT_DLQ_TOPIC, DEFAULT_GAMES_TOPIC,
                                MAX_MESSAGE_BYTES)
@@ -25,24 +26,30 @@ def topic_configs(retention_ms: int) -> dict[str, str]:
     return {"retention.ms": str(retention_ms), "max.message.bytes": str(MAX_MESSAGE_BYTES)}
 
 
-def ensure_topics(bootstrap: str, partitions: Mapping[str, int], *, retention_ms: int = -1,
-                  timeout_ms: int = ADMIN_TIMEOUT_MS) -> None:
+def ensure_topics(kafka: KafkaConnection, partitions: Mapping[str, int], *,
+                  retention_ms: int = -1, timeout_ms: int = ADMIN_TIMEOUT_MS) -> None:
     """Create the missing topics; accept the existing ones if they fit.
 
     Idempotent, and safe when several workers race to create the same topic. An existing
     topic with another partition count, or a ``max.message.bytes`` below the record limit,
     raises PlaystreamError naming the topic: keyed partitioning or large games would
     silently go wrong otherwise, and altering a live topic is an operator's decision.
+    Refused credentials or an untrusted certificate raise KafkaAuthError / KafkaTLSError
+    at once, naming the listener and the mechanism; so does a broker that cannot be reached,
+    after ``timeout_ms``.
     """
     # kafka-python is the optional "kafka" extra: the names above stay importable without it
     from kafka.admin import KafkaAdminClient
     from kafka.errors import KafkaError
+    refuse_bad_credentials(kafka, timeout_ms / 1000)
     try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="playstream-admin",
-                                 request_timeout_ms=timeout_ms, bootstrap_timeout_ms=timeout_ms)
+        with kafka_errors(kafka, timeout=timeout_ms / 1000):
+            admin = KafkaAdminClient(**kafka.kafka_python_kwargs(), client_id="playstream-admin",
+                                     request_timeout_ms=timeout_ms,
+                                     bootstrap_timeout_ms=timeout_ms)
     except KafkaError as err:
         raise PlaystreamError(f"cannot reach Kafka: {error_text(err)}",
-                              bootstrap=bootstrap) from None
+                              bootstrap=kafka.bootstrap) from None
     try:
         existing = _partition_counts(admin, list(partitions))
         missing = {name: n for name, n in partitions.items() if name not in existing}
@@ -53,7 +60,7 @@ def ensure_topics(bootstrap: str, partitions: Mapping[str, int], *, retention_ms
             _check_topic(admin, name, want, existing.get(name))
     except KafkaError as err:
         raise PlaystreamError(f"topic administration failed: {error_text(err)}",
-                              bootstrap=bootstrap) from None
+                              bootstrap=kafka.bootstrap) from None
     finally:
         admin.close()
 

@@ -49,6 +49,7 @@ from kafka.errors import KafkaError
 from mode import CrashingSupervisor
 
 from playstream.chunks import ChunkStore, SealedChunk
+from playstream.clients.kafka import KafkaConnection, kafka_errors
 from playstream.errors import PlaystreamError, error_text
 from playstream.metrics import NULL_METRICS, Metrics
 from playstream.topics import MAX_MESSAGE_BYTES
@@ -75,15 +76,16 @@ class SideOutputs:
     """The dead-letter and chunks topics, written with one idempotent ``acks=all``
     kafka-python producer sized for the largest record."""
 
-    def __init__(self, bootstrap: str, *, dlq_topic: str, chunks_topic: str,
+    def __init__(self, kafka: KafkaConnection, *, dlq_topic: str, chunks_topic: str,
                  metrics: Metrics = NULL_METRICS) -> None:
         self.dlq_topic = dlq_topic
         self.chunks_topic = chunks_topic
         self._metrics = metrics
-        self._producer = KafkaProducer(
-            bootstrap_servers=bootstrap.split(","), client_id="playstream-stream",
-            acks="all", enable_idempotence=True, linger_ms=5,
-            max_request_size=MAX_MESSAGE_BYTES, allow_auto_create_topics=False)
+        with kafka_errors(kafka):
+            self._producer = KafkaProducer(
+                **kafka.kafka_python_kwargs(), client_id="playstream-stream",
+                acks="all", enable_idempotence=True, linger_ms=5,
+                max_request_size=MAX_MESSAGE_BYTES, allow_auto_create_topics=False)
 
     def dead_letter(self, letter: DeadLetter) -> None:
         """Blocks until the broker has it (see the module docstring for why)."""
@@ -184,17 +186,18 @@ def tick_interval(max_age_s: float | None) -> float:
     return min(MAX_TICK_S, max(MIN_TICK_S, max_age_s / 4))
 
 
-def build_app(bootstrap: str, *, group: str = PROCESSOR_GROUP, games_topic: str,
+def build_app(kafka: KafkaConnection, *, group: str = PROCESSOR_GROUP, games_topic: str,
               dlq_topic: str, chunks_topic: str, store_dir: str | Path, feature_version: str,
               history_length: int, max_rows: int, max_age_s: float | None,
               partitions: int, from_timestamp: datetime | None = None,
               metrics: Metrics = NULL_METRICS) -> ProcessorApp:
     """A faust app whose one agent feeds ``games_topic`` to a `StreamProcessor` writing
-    chunks into ``store_dir``. ``partitions`` is the games topic's partition count."""
+    chunks into ``store_dir``. ``partitions`` is the games topic's partition count. faust
+    (aiokafka) and the kafka-python side outputs connect with the same ``kafka`` settings."""
     store = ChunkStore(store_dir)
-    start_at = (TimestampStart(bootstrap, games_topic, from_timestamp)
+    start_at = (TimestampStart(kafka, games_topic, from_timestamp)
                 if from_timestamp is not None else None)
-    outputs = SideOutputs(bootstrap, dlq_topic=dlq_topic, chunks_topic=chunks_topic,
+    outputs = SideOutputs(kafka, dlq_topic=dlq_topic, chunks_topic=chunks_topic,
                           metrics=metrics)
     processor = StreamProcessor(store, topic=games_topic, feature_version=feature_version,
                                 history_length=history_length, max_rows=max_rows,
@@ -203,7 +206,8 @@ def build_app(bootstrap: str, *, group: str = PROCESSOR_GROUP, games_topic: str,
                                 metrics=metrics)
     datadir = faust_datadir(group)
     app = ProcessorApp(
-        group, broker=[f"kafka://{b}" for b in bootstrap.split(",")], store="memory://",
+        group, broker=kafka.faust_broker_urls(),
+        broker_credentials=kafka.faust_broker_credentials(), store="memory://",
         datadir=str(datadir), topic_partitions=partitions, value_serializer="raw",
         key_serializer="raw", processing_guarantee="at_least_once",
         stream_wait_empty=False, broker_commit_every=COMMIT_EVERY,

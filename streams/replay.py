@@ -21,6 +21,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
 from playstream.chunks import ChunkStore, SealedChunk
+from playstream.clients.kafka import KafkaConnection, kafka_errors, refuse_bad_credentials
 from playstream.errors import PlaystreamError
 from playstream.producers.kafkaclient import StopIOFirstClient
 from playstream.topics import MAX_MESSAGE_BYTES
@@ -40,7 +41,7 @@ class ReplayResult:
     config_keys: set[str] = field(default_factory=set)
 
 
-def replay_topic(bootstrap: str, topic: str, store: ChunkStore, *, feature_version: str,
+def replay_topic(kafka: KafkaConnection, topic: str, store: ChunkStore, *, feature_version: str,
                  history_length: int, group: str, since: datetime | None = None,
                  max_rows: int = 20_000,
                  progress: Callable[[int], None] | None = None) -> ReplayResult:
@@ -54,12 +55,14 @@ def replay_topic(bootstrap: str, topic: str, store: ChunkStore, *, feature_versi
         result.sealed.append(chunk)
         result.config_keys.add(chunk.config_key)
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap.split(","), group_id=group,
-                             enable_auto_commit=False, client_id="playstream-replay",
-                             fetch_max_bytes=MAX_MESSAGE_BYTES * 4,
-                             max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
-                             kafka_client=StopIOFirstClient)
-    start_at = TimestampStart(bootstrap, topic, since) if since is not None else None
+    refuse_bad_credentials(kafka)
+    with kafka_errors(kafka):
+        consumer = KafkaConsumer(**kafka.kafka_python_kwargs(), group_id=group,
+                                 enable_auto_commit=False, client_id="playstream-replay",
+                                 fetch_max_bytes=MAX_MESSAGE_BYTES * 4,
+                                 max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
+                                 kafka_client=StopIOFirstClient)
+    start_at = TimestampStart(kafka, topic, since) if since is not None else None
     processor = StreamProcessor(store, topic=topic, feature_version=feature_version,
                                 history_length=history_length, max_rows=max_rows,
                                 max_age_s=None, dead_letter=dead_letter, announce=sealed,

@@ -6,6 +6,7 @@ from datetime import datetime
 
 from kafka import KafkaConsumer, TopicPartition
 
+from playstream.clients.kafka import KafkaConnection, kafka_errors
 from playstream.errors import PlaystreamError
 from playstream.producers.kafkaclient import StopIOFirstClient
 
@@ -14,15 +15,16 @@ class TimestampStart:
     """``start_at`` for a replay ``--from`` a time: the first offset whose record timestamp is
     at or after it, or the end of the partition when there is none yet."""
 
-    def __init__(self, bootstrap: str, topic: str, when: datetime) -> None:
+    def __init__(self, kafka: KafkaConnection, topic: str, when: datetime) -> None:
         if when.tzinfo is None:
             raise PlaystreamError("the replay start time needs a time zone", field="from")
         self.topic = topic
         self.timestamp_ms = int(when.timestamp() * 1000)
-        self._consumer = KafkaConsumer(bootstrap_servers=bootstrap.split(","), group_id=None,
-                                       enable_auto_commit=False,
-                                       client_id="playstream-stream-replay",
-                                       kafka_client=StopIOFirstClient)
+        with kafka_errors(kafka):
+            self._consumer = KafkaConsumer(**kafka.kafka_python_kwargs(), group_id=None,
+                                           enable_auto_commit=False,
+                                           client_id="playstream-stream-replay",
+                                           kafka_client=StopIOFirstClient)
 
     def __call__(self, partition: int) -> int:
         tp = TopicPartition(self.topic, partition)

@@ -8,6 +8,7 @@ from typing import Iterator
 
 import pytest
 
+from playstream.clients.kafka import KafkaConnection
 from playstream.localkafka import LocalKafka
 
 pytest_plugins = ["kafka_security_fixtures", "s3_fixtures"]
@@ -25,6 +26,12 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield broker.bootstrap  # type: ignore[misc]
     finally:
         broker.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_connection(kafka_bootstrap: str) -> KafkaConnection:
+    """The session broker as the clients take it (PLAINTEXT)."""
+    return KafkaConnection(bootstrap_servers=kafka_bootstrap)
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 
+from playstream.clients.kafka import KafkaConnection
 from playstream.chunks import ChunkStore
 from playstream.cli.config import CONFIG_ENV, MAX_CONFIG_BYTES, keyed_options, leaf_commands
 from playstream.cli.config import options_table, shared_options
@@ -144,8 +145,8 @@ def test_stream_takes_the_bootstrap_servers_from_the_environment(
 
     seen: list[str] = []
 
-    def stop_here(bootstrap: str, wanted: dict[str, int]) -> None:
-        seen.append(bootstrap)
+    def stop_here(kafka: KafkaConnection, wanted: dict[str, int]) -> None:
+        seen.append(kafka.bootstrap)
         raise PlaystreamError("stopped before the broker")
 
     monkeypatch.setattr(topics, "ensure_topics", stop_here)
@@ -159,6 +160,97 @@ def test_stream_takes_the_bootstrap_servers_from_the_environment(
     assert ("Or set bootstrap_servers in the configuration file (the top level or [stream])"
             in result.output)
     assert seen == ["k1:9092,k2:9092"]
+# -- security (issue 10 §2) ----------------------------------------------------------------
+def capture_connection(monkeypatch: pytest.MonkeyPatch) -> list[KafkaConnection]:
+    """`stream` stopped at its first broker call, keeping the connection it was given."""
+    import playstream.producers.topics as topics
+
+    seen: list[KafkaConnection] = []
+
+    def stop_here(kafka: KafkaConnection, wanted: dict[str, int]) -> None:
+        seen.append(kafka)
+        raise PlaystreamError("stopped before the broker")
+
+    monkeypatch.setattr(topics, "ensure_topics", stop_here)
+    return seen
+
+
+@pytest.mark.parametrize("password_in", ["environment", "file"])
+def test_security_settings_from_the_file_and_the_password_from_either(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, password_in: str) -> None:
+    seen = capture_connection(monkeypatch)
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not read until a TLS connection is made\n")
+    config = tmp_path / "c.toml"
+    config.write_text('bootstrap_servers = "k1:9096,k2:9096"\nsecurity_protocol = "SASL_SSL"\n'
+                      'sasl_mechanism = "SCRAM-SHA-512"\nsasl_username = "alice"\n'
+                      f'ssl_cafile = "{ca}"\n'
+                      + ('sasl_password = "s3cret-pw"\n' if password_in == "file" else ""))
+    env = {CONFIG_ENV: str(config)}
+    if password_in == "environment":
+        env["PLAYSTREAM_SASL_PASSWORD"] = "s3cret-pw"
+    result = cli("stream", env=env)
+    assert result.exit_code == 1 and len(seen) == 1, result.output
+    conn = seen[0]
+    assert (conn.bootstrap_servers, conn.security_protocol, conn.sasl_mechanism,
+            conn.username, conn.ssl_cafile) == (("k1:9096", "k2:9096"), "SASL_SSL",
+                                                "SCRAM-SHA-512", "alice", ca)
+    assert conn.password is not None and conn.password.get_secret_value() == "s3cret-pw"
+    opts = show("stream", env=env)
+    assert opts["sasl_password"]["value"] == "***"
+    assert opts["sasl_password"]["source"] == ("environment" if password_in == "environment"
+                                               else "config file")
+    assert "s3cret-pw" not in cli("config", "show", "stream", env=env).output
+
+
+def test_the_password_has_no_command_line_option_and_is_never_needed_there() -> None:
+    flag = cli("stream", "--bootstrap-server", "k:1", "--sasl-password", "pw")
+    assert flag.exit_code == 2 and "No such option: --sasl-password" in flag.output
+    missing = cli("stream", "--bootstrap-server", "k:1", "--security-protocol",
+                  "SASL_PLAINTEXT", "--sasl-mechanism", "PLAIN", "--sasl-username", "u")
+    assert missing.exit_code == 2
+    assert ("security protocol SASL_PLAINTEXT needs a password: set PLAYSTREAM_SASL_PASSWORD "
+            "or sasl_password in the configuration file") in missing.output
+    assert "--sasl-password" not in cli("stream", "--help").output
+
+
+def test_a_setting_the_protocol_does_not_use_names_the_option_and_its_source(
+        tmp_path: Path) -> None:
+    result = cli("stream", "--bootstrap-server", "k:1",
+                 env={"PLAYSTREAM_SASL_USERNAME": "bob"})
+    assert result.exit_code == 2
+    assert ("Invalid value for '--sasl-username': PLAYSTREAM_SASL_USERNAME='bob' (environment):"
+            " set, but security_protocol PLAINTEXT does not use SASL") in result.output
+    secret = cli("stream", "--bootstrap-server", "k:1",
+                 env={"PLAYSTREAM_SASL_PASSWORD": "hunter2-pw"})
+    assert secret.exit_code == 2 and "PLAYSTREAM_SASL_PASSWORD=*** (environment)" in secret.output
+    assert "hunter2-pw" not in secret.output
+    mechanism = cli("stream", "--bootstrap-server", "k:1", "--security-protocol", "SASL_SSL",
+                    "--sasl-username", "u", env={"PLAYSTREAM_SASL_PASSWORD": "pw-12345"})
+    assert mechanism.exit_code == 2
+    assert "'--sasl-mechanism': required with security_protocol SASL_SSL" in mechanism.output
+
+
+def test_selfplay_to_a_file_ignores_the_clusters_security_settings(tmp_path: Path) -> None:
+    """Without a bootstrap server the security settings connect nothing, so a worker writing
+    a file runs on a host configured for a secured cluster."""
+    out = tmp_path / "g.jsonl"
+    result = cli("selfplay", "--board-type", "square8", "--num-players", "2", "--games", "1",
+                 "--output", out, "--no-progress",
+                 env={"PLAYSTREAM_SECURITY_PROTOCOL": "SASL_SSL",
+                      "PLAYSTREAM_SASL_USERNAME": "u"})
+    assert result.exit_code == 0, result.output
+    assert len(out.read_text().splitlines()) == 1
+
+
+def test_the_security_choices_are_the_clients_own() -> None:
+    from playstream.clients.kafka import SASL_MECHANISMS, SECURITY_PROTOCOLS
+
+    params = {p.name: p for p in main.commands["stream"].params}
+    assert tuple(params["security_protocol"].type.choices) == SECURITY_PROTOCOLS
+    assert tuple(params["sasl_mechanism"].type.choices) == SASL_MECHANISMS
+
+
 
 
 def test_selfplay_publishes_only_where_its_command_line_or_its_table_says(

@@ -20,6 +20,7 @@ from click.testing import CliRunner
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient
 
+from playstream.clients.kafka import KafkaConnection
 from playstream.chunks import ChunkName, ChunkStore, ChunkWriter, SealedChunk, topic_stream_id
 from playstream.cli.finalize import finalize_cmd
 from playstream.compaction import CompactOptions, read_manifest
@@ -47,9 +48,9 @@ def records() -> list[GameRecord]:
 
 
 @pytest.fixture
-def topic(kafka_bootstrap: str, topic_prefix: str) -> str:
+def topic(kafka_connection: KafkaConnection, topic_prefix: str) -> str:
     name = f"{topic_prefix}.chunks"
-    ensure_topics(kafka_bootstrap, {name: 2})
+    ensure_topics(kafka_connection, {name: 2})
     return name
 
 
@@ -118,8 +119,9 @@ def committed(bootstrap: str, group: str, topic: str) -> int:
 
 def service(bootstrap: str, topic: str, store: Path, out: Path, group: str,
             **kw: object) -> FinalizerService:
+    conn = KafkaConnection(bootstrap_servers=bootstrap)
     kw.setdefault("options", CompactOptions(keep_versions=2))
-    return FinalizerService(bootstrap, chunks_topic=topic, store_dir=store, output_dir=out,
+    return FinalizerService(conn, chunks_topic=topic, store_dir=store, output_dir=out,
                             every_s=60.0, group=group, **kw)  # type: ignore[arg-type]
 
 
@@ -250,14 +252,14 @@ def test_a_crash_between_publish_and_commit_republishes_the_same_rows(
 
 
 def test_run_catches_up_with_the_store_and_stops_on_the_event(
-        kafka_bootstrap: str, topic: str, topic_prefix: str, tmp_path: Path,
+        kafka_connection: KafkaConnection, topic: str, topic_prefix: str, tmp_path: Path,
         producer: KafkaProducer, records: list[GameRecord]) -> None:
     store = ChunkStore(tmp_path / "chunks")
     stream = topic_stream_id(f"{topic_prefix}.games", 0)
     key = seal(store, records[:3], stream)[0].config_key  # sealed while no finalizer ran
     dataset = tmp_path / "datasets" / key
     stop = threading.Event()
-    with FinalizerService(kafka_bootstrap, chunks_topic=topic, store_dir=store.root,
+    with FinalizerService(kafka_connection, chunks_topic=topic, store_dir=store.root,
                           output_dir=tmp_path / "datasets", options=CompactOptions(),
                           every_s=0.3, group=f"{topic_prefix}-fin") as fin:
         worker = threading.Thread(target=fin.run, args=(stop,))
@@ -295,7 +297,9 @@ def test_retention_deletes_published_chunks_but_each_streams_newest(
 
 
 def test_cli_once_creates_the_topic_publishes_and_reports(
-        kafka_bootstrap: str, topic_prefix: str, tmp_path: Path, producer: KafkaProducer,
+        kafka_bootstrap: str,
+        kafka_connection: KafkaConnection, topic_prefix: str, tmp_path: Path,
+        producer: KafkaProducer,
         records: list[GameRecord]) -> None:
     topic = f"{topic_prefix}.chunks"
     store = ChunkStore(tmp_path / "chunks")
@@ -307,7 +311,7 @@ def test_cli_once_creates_the_topic_publishes_and_reports(
     assert result.exit_code == 0, result.output
     assert "announcements=0 ignored_announcements=0 datasets=0 rows=0 " in result.output
     # The topic now exists with the settings `playstream stream` checks (1 partition).
-    ensure_topics(kafka_bootstrap, {topic: 1})
+    ensure_topics(kafka_connection, {topic: 1})
 
     sealed = seal(store, records[:3], topic_stream_id(f"{topic_prefix}.games", 0))
     announce(producer, topic, *map(announcement_for, sealed))

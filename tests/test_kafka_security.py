@@ -381,8 +381,9 @@ def test_untrusted_ca_kafka_python(secure_kafka: LocalKafka, foreign_ca: Path, p
         with kafka_errors(conn):
             KafkaConsumer(bootstrap_timeout_ms=3000, **conn.kafka_python_kwargs())
     assert str(info.value).startswith(
-        f"TLS handshake with {listener} failed: certificate not trusted "
-        f"(ssl_cafile={foreign_ca})")
+        f"TLS handshake with {listener} ({conn.security_protocol}"
+        + (f", {mechanism}" if mechanism else "")
+        + f") failed: certificate not trusted (ssl_cafile={foreign_ca})")
     _assert_one_clear_line(info.value, listener, secret=secure_kafka.sasl_password
                            .get_secret_value())
     assert info.value.reason == "untrusted"

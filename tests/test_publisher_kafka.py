@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import ConfigResource, KafkaAdminClient
 
+from playstream.clients.kafka import KafkaConnection
 from playstream.cli.common import Summary, progress
 from playstream.cli.publish import publish_cmd, run_selfplay_worker
 from playstream.errors import PlaystreamError, RecordError
@@ -71,10 +72,11 @@ def assert_exactly_once(messages: list[tuple[int, int, bytes, bytes]],
 
 
 def test_ensure_topics_creates_checks_and_is_idempotent(kafka_bootstrap: str,
+                                                        kafka_connection: KafkaConnection,
                                                         topic_prefix: str) -> None:
     games_topic, dlq = f"{topic_prefix}.games", f"{topic_prefix}.dlq"
-    ensure_topics(kafka_bootstrap, {games_topic: 3, dlq: 1})
-    ensure_topics(kafka_bootstrap, {games_topic: 3, dlq: 1})  # existing and fitting: fine
+    ensure_topics(kafka_connection, {games_topic: 3, dlq: 1})
+    ensure_topics(kafka_connection, {games_topic: 3, dlq: 1})  # existing and fitting: fine
     admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     try:
         described = {t["name"]: len(t["partitions"])
@@ -85,22 +87,23 @@ def test_ensure_topics_creates_checks_and_is_idempotent(kafka_bootstrap: str,
         assert values["retention.ms"] == "-1"
         assert values["max.message.bytes"] == str(MAX_MESSAGE_BYTES)
         with pytest.raises(PlaystreamError, match="topic has 3 partitions, expected 4") as info:
-            ensure_topics(kafka_bootstrap, {games_topic: 4})
+            ensure_topics(kafka_connection, {games_topic: 4})
         assert info.value.context == {"topic": games_topic, "partitions": 3, "expected": 4}
         small = f"{topic_prefix}.small"
         admin.create_topics({small: {"num_partitions": 1, "replication_factor": -1,
                                      "configs": {"max.message.bytes": "1000000"}}})
         admin.wait_for_topics([small])
         with pytest.raises(PlaystreamError, match="max.message.bytes is 1000000"):
-            ensure_topics(kafka_bootstrap, {small: 1})
+            ensure_topics(kafka_connection, {small: 1})
     finally:
         admin.close()
 
 
 def test_three_concurrent_workers_deliver_every_game_exactly_once(
-        kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> None:
+        kafka_bootstrap: str,
+        kafka_connection: KafkaConnection, topic_prefix: str, tmp_path: Path) -> None:
     topic = f"{topic_prefix}.games"
-    ensure_topics(kafka_bootstrap, {topic: 4})
+    ensure_topics(kafka_connection, {topic: 4})
     per_worker = [games(seed=11, count=60, worker="w0"),
                   games(seed=12, count=60, worker="w1"),
                   games(seed=13, count=3, agent="mcts", worker="w2")
@@ -111,7 +114,7 @@ def test_three_concurrent_workers_deliver_every_game_exactly_once(
 
     def worker(index: int) -> None:
         try:
-            publisher = GamePublisher(kafka_bootstrap, topic, spool_dir=tmp_path / f"w{index}",
+            publisher = GamePublisher(kafka_connection, topic, spool_dir=tmp_path / f"w{index}",
                                       client_id=f"test-w{index}")
             seqs = [publisher.publish(r) for r in per_worker[index]]
             assert seqs == list(range(60))
@@ -139,6 +142,7 @@ def test_three_concurrent_workers_deliver_every_game_exactly_once(
 
 
 def test_invalid_records_are_refused_and_nothing_is_sent(kafka_bootstrap: str,
+                                                         kafka_connection: KafkaConnection,
                                                          topic_prefix: str,
                                                          tmp_path: Path) -> None:
     topic = f"{topic_prefix}.games"
@@ -147,7 +151,7 @@ def test_invalid_records_are_refused_and_nothing_is_sent(kafka_bootstrap: str,
     bad_rules = good.model_copy(update={"winner": loser})  # model_copy skips validation
     bad_shape = good.model_copy(update={"num_players": 9})
     illegal = good.model_copy(update={"moves": [64] + good.moves[1:]})
-    publisher = GamePublisher(kafka_bootstrap, topic, spool_dir=tmp_path / "s", partitions=1)
+    publisher = GamePublisher(kafka_connection, topic, spool_dir=tmp_path / "s", partitions=1)
     try:
         with pytest.raises(RecordError) as info:
             publisher.publish(bad_rules)
@@ -185,9 +189,10 @@ def test_broker_restart_during_publishing_loses_no_game(private_broker: LocalKaf
     idempotent producer's own retries carry every record and nothing is resent by us."""
     bootstrap = private_broker.bootstrap
     assert bootstrap is not None
+    conn = KafkaConnection(bootstrap_servers=bootstrap)
     topic = f"{topic_prefix}.games"
     before, during, after = games(31, 20), games(32, 20), games(33, 10)
-    publisher = GamePublisher(bootstrap, topic, spool_dir=tmp_path / "spool", partitions=2,
+    publisher = GamePublisher(conn, topic, spool_dir=tmp_path / "spool", partitions=2,
                               max_block_ms=2000)
     try:
         for r in before:
@@ -213,22 +218,24 @@ def test_close_leaves_the_rest_in_the_spool_and_the_next_start_sends_it_first(
         private_broker: LocalKafka, topic_prefix: str, tmp_path: Path) -> None:
     bootstrap = private_broker.bootstrap
     assert bootstrap is not None
+    conn = KafkaConnection(bootstrap_servers=bootstrap)
     topic = f"{topic_prefix}.games"
-    ensure_topics(bootstrap, {topic: 2})
+    ensure_topics(conn, {topic: 2})
     stranded, later = games(41, 10), games(42, 5)
     private_broker.stop()
     try:
-        publisher = GamePublisher(bootstrap, topic, spool_dir=tmp_path / "spool", partitions=2,
+        publisher = GamePublisher(conn, topic, spool_dir=tmp_path / "spool", partitions=2,
                                   connect_timeout_ms=1000)
         for r in stranded:
             publisher.publish(r)
         assert publisher.close(timeout=1) == 10
         metrics = publisher.metrics()
         assert (metrics.published, metrics.spooled_pending) == (0, 10)
-        assert metrics.failures >= 1 and "cannot reach Kafka" in (metrics.last_error or "")
+        assert metrics.failures >= 1
+        assert f"cannot connect to {bootstrap} (PLAINTEXT)" in (metrics.last_error or "")
     finally:
         private_broker.restart()
-    successor = GamePublisher(bootstrap, topic, spool_dir=tmp_path / "spool", partitions=2)
+    successor = GamePublisher(conn, topic, spool_dir=tmp_path / "spool", partitions=2)
     for r in later:
         successor.publish(r)
     assert successor.close(timeout=30) == 0
@@ -310,13 +317,14 @@ def test_publish_command_exits_1_with_the_count_left_in_the_spool(tmp_path: Path
 
 
 def test_selfplay_worker_publishes_the_games_it_plays(kafka_bootstrap: str,
+                                                      kafka_connection: KafkaConnection,
                                                       topic_prefix: str,
                                                       tmp_path: Path) -> None:
     topic = f"{topic_prefix}.games"
     expected = games(71, 12)
     summary = Summary("selfplay")
     with progress(12, "selfplay", "game", enabled=False) as bar:
-        run_selfplay_worker(kafka_bootstrap, topic, tmp_path / "spool", iter(expected),
+        run_selfplay_worker(kafka_connection, topic, tmp_path / "spool", iter(expected),
                             summary, bar, partitions=1)
     assert summary.counts == {"games": 12, "moves": sum(len(r.moves) for r in expected),
                               "acknowledged": 12}

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 from kafka import KafkaProducer
 
+from playstream.clients.kafka import KafkaConnection
 from playstream.compaction import read_manifest
 from playstream.dataset import load_npz_dataset
 from playstream.producers.topics import ensure_topics
@@ -38,10 +39,11 @@ def expected(records: list[GameRecord]) -> Counter[tuple[str, int]]:
 
 
 def test_replay_rebuilds_with_another_encoder_and_resumes(kafka_bootstrap: str,
+                                                          kafka_connection: KafkaConnection,
                                                           topic_prefix: str,
                                                           tmp_path: Path) -> None:
     topic = f"{topic_prefix}.games"
-    ensure_topics(kafka_bootstrap, {topic: 3})
+    ensure_topics(kafka_connection, {topic: 3})
     records = list(generate_records(board_type="hex8", num_players=2, agent="random", seed=2,
                                     count=30, node="r"))
     others = list(generate_records(board_type="square8", num_players=3, agent="random",

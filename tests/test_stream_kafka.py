@@ -27,6 +27,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import CoordinatorLoadInProgressError, CoordinatorNotAvailableError
 from kafka.structs import OffsetAndMetadata
 
+from playstream.clients.kafka import KafkaConnection
 from playstream.chunks import ChunkStore
 from playstream.compaction import CompactOptions, compact
 from playstream.dataset import load_npz_dataset
@@ -62,10 +63,11 @@ class Published:
 
 
 @pytest.fixture
-def topics(kafka_bootstrap: str, topic_prefix: str) -> Iterator[Topics]:
+def topics(kafka_bootstrap: str, kafka_connection: KafkaConnection,
+           topic_prefix: str) -> Iterator[Topics]:
     t = Topics(kafka_bootstrap, f"{topic_prefix}.games", f"{topic_prefix}.dlq",
                f"{topic_prefix}.chunks", f"{topic_prefix}-processors")
-    ensure_topics(kafka_bootstrap, {t.games: PARTITIONS, t.dlq: 1, t.chunks: 1})
+    ensure_topics(kafka_connection, {t.games: PARTITIONS, t.dlq: 1, t.chunks: 1})
     yield t
     shutil.rmtree(faust_datadir(t.group), ignore_errors=True)  # faust's empty folders
 
@@ -446,9 +448,10 @@ def test_broker_restart_mid_stream_loses_and_duplicates_nothing(
     processor reconnects by itself and every record is sealed exactly once."""
     broker = LocalKafka(tmp_path / "kafka")
     bootstrap = broker.start()
+    conn = KafkaConnection(bootstrap_servers=bootstrap)
     t = Topics(bootstrap, "restart.games", "restart.dlq", "restart.chunks", "restart-group")
     try:
-        ensure_topics(bootstrap, {t.games: PARTITIONS, t.dlq: 1, t.chunks: 1})
+        ensure_topics(conn, {t.games: PARTITIONS, t.dlq: 1, t.chunks: 1})
         before = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
         published = publish(before, t.games, games(seed=31, count=60))
         before.close()
