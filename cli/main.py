@@ -11,6 +11,7 @@ from playstream.cli.finalize import finalize_cmd
 from playstream.cli.gamefiles import state_pool_cmd, to_jsonl_cmd
 from playstream.cli.publish import publish_cmd
 from playstream.cli.replay import replay_cmd
+from playstream.cli.report import report_cmd
 from playstream.cli.selfplay import selfplay_cmd
 from playstream.cli.stream import stream_cmd
 
@@ -27,5 +28,5 @@ def main(log_level: str) -> None:
 
 for command in (demo_cmd, selfplay_cmd, publish_cmd, stream_cmd, finalize_cmd, replay_cmd,
                 export_cmd, compact_cmd, validate_cmd, inspect_cmd, to_jsonl_cmd,
-                state_pool_cmd):
+                state_pool_cmd, report_cmd):
     main.add_command(command)
