@@ -8,7 +8,7 @@ import click
 from playstream.cli.common import (Summary, kafka_extra, needs_extra, progress,
                                    reports_errors)
 from playstream.cli.options import bootstrap_option, progress_option, shared_option
-from playstream.report.stats import collect, total_rows
+from playstream.report.stats import collect, find_sources
 from playstream.topics import DEFAULT_DLQ_TOPIC
 
 MAX_DEAD_LETTERS = 100_000
@@ -46,8 +46,9 @@ def report_cmd(source: Path, output: Path, png_dir: Path | None, bootstrap: str 
     with needs_extra("report", "report", ("matplotlib",)):
         from playstream.report.render import draw_all, page, write_pngs
     summary = Summary("report")
-    with progress(total_rows(source), "rows", "row", enabled=show_progress) as bar:
-        stats = collect(source, on_rows=bar.update)
+    sources = find_sources(source)
+    with progress(sources.total_rows(), "rows", "row", enabled=show_progress) as bar:
+        stats = collect(sources, on_rows=bar.update)
     if dlq_topic is not None and bootstrap is not None:
         with kafka_extra("report"):
             from playstream.streams.deadletter_reasons import count_reasons

@@ -29,6 +29,7 @@ def count_reasons(bootstrap: str, topic: str, *, max_messages: int = 100_000,
     PlaystreamError when the topic does not exist or is not read to its end in time."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap.split(","), group_id=None,
                              enable_auto_commit=False, client_id="playstream-report",
+                             allow_auto_create_topics=False,
                              max_partition_fetch_bytes=MAX_RECORD_BYTES + MAX_HEADER_BYTES * 8,
                              kafka_client=StopIOFirstClient)
     reasons: Counter[str] = Counter()

@@ -9,13 +9,18 @@ import struct
 import sys
 import uuid
 from collections import Counter
+from dataclasses import replace
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from playstream.cli.main import main
+from playstream.dataset import iter_row_batches
+from playstream.report.render import moves_figure
+from playstream.report.stats import ConfigStats, collect, find_sources, played_moves
 
 GAMES = 36
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -248,3 +253,36 @@ def test_dead_letter_reasons_are_counted_from_the_topic(
     (table,) = page.tables["dead-letters"]
     assert {reason: int(n) for reason, n in table[1:]} == {
         **sent, "(no playstream-reason header)": 1}
+
+    missing = CliRunner().invoke(main, [
+        "report", str(finalizer_output), "--output", str(tmp_path / "m.html"),
+        "--bootstrap-server", kafka_bootstrap, "--dlq-topic", f"{topic_prefix}.absent"])
+    assert missing.exit_code == 1
+    assert "topic does not exist" in missing.output
+
+
+def test_played_move_is_the_highest_entry_lowest_index_on_a_tie(
+        finalizer_output: Path) -> None:
+    batch = next(iter_row_batches(find_sources(finalizer_output).files[0], 3))
+    soft = replace(batch, policy_indptr=np.array([0, 3, 3, 4], np.int64),
+                   policy_indices=np.array([5, 9, 7, 3], np.int32),
+                   policy_values=np.array([0.2, 0.4, 0.4, 1.0], np.float32))
+    assert played_moves(soft).tolist() == [7, -1, 3]
+
+
+def test_a_policy_that_is_not_the_board_is_a_histogram_of_actions(
+        finalizer_output: Path, games: tuple[Path, list[dict]]) -> None:
+    _, records = games
+    sources = find_sources(finalizer_output)
+    (board,) = collect(sources).configs.values()
+    # The same rows under a configuration with one more action (a pass move, say).
+    stats = ConfigStats(replace(board.config, policy_size=65))
+    for file in sources.files:
+        for batch in iter_row_batches(file, 256):
+            stats.add(batch)
+    assert stats.move_grid() is None
+    played = Counter(m for r in records for m in r["moves"])
+    assert stats.move_counts.tolist() == [played[i] for i in range(65)]
+    figure = moves_figure(stats)
+    assert figure.title.startswith("Moves by action index")
+    assert png_size(figure.png)[0] >= 200

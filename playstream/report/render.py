@@ -20,7 +20,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 from matplotlib.figure import Figure
 
-from playstream.report.stats import ConfigStats, ReportStats
+from playstream.report.stats import MAX_MOVE_BUCKETS, ConfigStats, ReportStats
 
 matplotlib.use("Agg")
 DPI = 96
@@ -160,7 +160,8 @@ def entropy_figure(c: ConfigStats) -> DrawnFigure:
     ax.set_title(f"Policy entropy by move number ({c.key})")
     table = Table(("move", "mean entropy", "rows"),
                   [(m, round(e, 4), int(rows[m])) for m, e in by_move.items()],
-                  note="Entropy of each row's policy target; 0 for one-hot targets.")
+                  note="Entropy of each row's policy target; 0 for one-hot targets. Move "
+                       f"{MAX_MOVE_BUCKETS - 1} also holds every later move.")
     return DrawnFigure(f"entropy-{c.key}", f"Policy entropy by move number: {c.key}",
                        _png(fig), (table,))
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -209,20 +209,22 @@ class ConfigStats:
         """(games that repeat an earlier game's move sequence, the largest groups)."""
         g = self._games
         n = self.games
+        if n == 0:
+            return 0, []
         ids = np.array(sorted(g.index, key=g.index.__getitem__), dtype=object)
         keys = np.stack([g.rows[:n].astype(np.uint64), g.last_move[:n].astype(np.uint64),
                          g.move_hash[:n]], axis=1)
         _, inverse, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
         inverse = inverse.reshape(-1)
         repeated = np.nonzero(counts > 1)[0]
+        largest = repeated[np.argsort(-counts[repeated], kind="stable")]
         groups = []
-        for group in repeated[np.argsort(-counts[repeated], kind="stable")]:
+        for group in largest[:MAX_LISTED_DUPLICATES]:
             members = ids[inverse == group]
             groups.append(DuplicateGroup(moves=int(g.last_move[g.index[members[0]]] + 1),
                                          copies=int(counts[group]),
                                          game_ids=tuple(sorted(members)[:5])))
-        extra = int((counts[repeated] - 1).sum())
-        return extra, groups[:MAX_LISTED_DUPLICATES]
+        return int((counts[repeated] - 1).sum()), groups
 
 
 def played_moves(batch: RowBatch) -> np.ndarray:
@@ -258,15 +260,20 @@ class DatasetSources:
     """The files whose rows the report reads (the current version of each configuration) and
     the version history from the manifests."""
 
+    path: Path
     files: list[Path] = field(default_factory=list)
     versions: list[VersionPoint] = field(default_factory=list)
+
+    def total_rows(self) -> int:
+        """The rows the report will read (for a progress bar), from the metadata alone."""
+        return sum(int(read_metadata(f).get("rows", 0)) for f in self.files)
 
 
 def find_sources(path: Path) -> DatasetSources:
     """A single ``.npz``, a version folder, a dataset directory (``current`` link), or a
     finalizer output folder holding one dataset directory per configuration."""
     path = Path(path)
-    sources = DatasetSources()
+    sources = DatasetSources(path)
     if path.is_file():
         if not is_single_file(path):
             raise DatasetError("not a .npz dataset", path=str(path), check="report")
@@ -322,8 +329,10 @@ def _add_dataset(path: Path, sources: DatasetSources) -> None:
 def _version_point(manifest: dict[str, Any], version: str, current: bool) -> VersionPoint:
     totals = manifest.get("totals", {})
     try:
+        created = datetime.fromisoformat(str(manifest["created_at"]))
         return VersionPoint(config_key=str(manifest["config_key"]), version=version,
-                            created_at=datetime.fromisoformat(str(manifest["created_at"])),
+                            created_at=(created if created.tzinfo is not None
+                                        else created.replace(tzinfo=timezone.utc)),
                             rows=int(totals["rows"]), games=int(totals["games"]),
                             current=current)
     except (KeyError, TypeError, ValueError) as err:
@@ -341,18 +350,17 @@ class ReportStats:
     dead_letter_reasons: Counter[str] | None = None
 
 
-def collect(path: Path, *, on_rows: Callable[[int], None] | None = None,
+def collect(sources: DatasetSources, *, on_rows: Callable[[int], None] | None = None,
             batch_rows: int = BATCH_ROWS) -> ReportStats:
-    """Read every current row under ``path`` once (checksums verified) and fold it in."""
-    sources = find_sources(path)
+    """Read every current row of ``sources`` once (checksums verified) and fold it in."""
     configs: dict[str, ConfigStats] = {}
     for file in sources.files:
         config = DatasetConfig.from_metadata(read_metadata(file))
         stats = configs.get(config.key())
         if stats is None:
             if len(configs) >= MAX_CONFIGS:
-                raise DatasetError(f"more than {MAX_CONFIGS} configurations", path=str(path),
-                                   check="report")
+                raise DatasetError(f"more than {MAX_CONFIGS} configurations",
+                                   path=str(sources.path), check="report")
             stats = configs[config.key()] = ConfigStats(config)
         stats.files.append(file)
         for batch in iter_row_batches(file, batch_rows):
@@ -360,9 +368,4 @@ def collect(path: Path, *, on_rows: Callable[[int], None] | None = None,
             if on_rows is not None:
                 on_rows(len(batch))
     versions = sorted(sources.versions, key=lambda v: (v.config_key, v.created_at, v.version))
-    return ReportStats(Path(path), configs, versions)
-
-
-def total_rows(path: Path) -> int:
-    """The rows the report will read (for a progress bar), from the metadata alone."""
-    return sum(int(read_metadata(f).get("rows", 0)) for f in find_sources(path).files)
+    return ReportStats(sources.path, configs, versions)
