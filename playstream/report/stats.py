@@ -29,7 +29,10 @@ from playstream.dataset import DatasetConfig, RowBatch, iter_row_batches, read_m
 from playstream.errors import DatasetError
 from playstream.quality import policy_entropy
 
-BATCH_ROWS = 8192
+# Rows are read with their feature planes decoded (float32 [C, H, W] each), which the report
+# never looks at but cannot skip: a batch holds as many rows as fit this budget.
+BATCH_BYTES = 32 << 20
+MAX_BATCH_ROWS = 8192
 # Move numbers above this share the last bucket of the entropy-by-move figure.
 MAX_MOVE_BUCKETS = 1024
 # Value targets lie in [-1, 1]; 41 bins of 0.05 centred on -1, -0.95, ..., 1 put the outcome
@@ -350,8 +353,15 @@ class ReportStats:
     dead_letter_reasons: Counter[str] | None = None
 
 
-def collect(sources: DatasetSources, *, on_rows: Callable[[int], None] | None = None,
-            batch_rows: int = BATCH_ROWS) -> ReportStats:
+def batch_rows(config: DatasetConfig, budget: int = BATCH_BYTES) -> int:
+    """Rows per batch so that a decoded batch stays within ``budget`` bytes."""
+    row_bytes = 4 * (len(config.channels) * config.height * config.width
+                     + len(config.global_names) + 8)
+    return max(1, min(MAX_BATCH_ROWS, budget // row_bytes))
+
+
+def collect(sources: DatasetSources, *,
+            on_rows: Callable[[int], None] | None = None) -> ReportStats:
     """Read every current row of ``sources`` once (checksums verified) and fold it in."""
     configs: dict[str, ConfigStats] = {}
     for file in sources.files:
@@ -363,7 +373,7 @@ def collect(sources: DatasetSources, *, on_rows: Callable[[int], None] | None = 
                                    path=str(sources.path), check="report")
             stats = configs[config.key()] = ConfigStats(config)
         stats.files.append(file)
-        for batch in iter_row_batches(file, batch_rows):
+        for batch in iter_row_batches(file, batch_rows(config)):
             stats.add(batch)
             if on_rows is not None:
                 on_rows(len(batch))
