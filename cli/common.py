@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import re
 import sys
 import time
@@ -9,16 +10,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Iterator, TypeVar
+from typing import Any, Callable, ContextManager, Iterator, NoReturn, TypeVar
 
 import click
 from tqdm import tqdm
 
-from playstream.errors import PlaystreamError
+from playstream.errors import GameFileError, PlaystreamError
+from playstream.rejects import Reject
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_DATA_ERROR = 1
 EXIT_USAGE = 2
+REJECTS_SHOWN = 5
 KAFKA_CLIENTS = ("kafka", "aiokafka", "faust", "mode")
 
 
@@ -41,13 +44,26 @@ def kafka_extra(command: str) -> ContextManager[None]:
     return needs_extra(command, "kafka", KAFKA_CLIENTS)
 
 
+def stop_quietly_on_broken_pipe() -> NoReturn:
+    """The reader of stdout went away (``playstream inspect X | head``): stop with exit 0
+    and no message, as Unix tools do. stdout is pointed at /dev/null first, so the
+    interpreter's final flush of the buffered rest does not fail a second time."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    sys.exit(0)
+
+
 def reports_errors(fn: F) -> F:
-    """Typed errors become one clear line on stderr and exit code 1, not a traceback."""
+    """Typed errors become one clear line on stderr and exit code 1, not a traceback; a
+    closed stdout ends the command quietly."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except BrokenPipeError:
+            stop_quietly_on_broken_pipe()
         except PlaystreamError as err:
             click.echo(f"error: {err}", err=True)
             sys.exit(EXIT_DATA_ERROR)
@@ -57,6 +73,45 @@ def reports_errors(fn: F) -> F:
             sys.exit(EXIT_DATA_ERROR)
 
     return wrapper  # type: ignore[return-value]
+
+
+class RejectLog:
+    """Where a command reports the records it skips: the first REJECTS_SHOWN on stderr (at
+    any log level: a skipped record is never silent), every one in ``path`` as JSON lines."""
+
+    def __init__(self, path: Path | None, *, shown: int = REJECTS_SHOWN) -> None:
+        self.path = path
+        self.shown = shown
+        self.count = 0
+        try:
+            self._fh = open(path, "w", encoding="utf-8") if path is not None else None
+        except OSError as err:
+            raise GameFileError(f"cannot write the rejects file: {err.strerror}",
+                                file=str(path)) from None
+
+    def add(self, reject: Reject) -> None:
+        self.count += 1
+        if self.count <= self.shown:
+            click.echo(f"rejected: {reject}", err=True)
+        if self._fh is not None:
+            self._fh.write(reject.to_json() + "\n")
+
+    def close(self) -> None:
+        """Close the file and say where the rest is."""
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+        more = self.count - self.shown
+        if more > 0:
+            where = (f"all {self.count} in {self.path}" if self.path is not None
+                     else "give --rejects FILE.jsonl to list them all")
+            click.echo(f"rejected: ... and {more} more ({where})", err=True)
+
+    def __enter__(self) -> "RejectLog":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def progress(total: int | None, desc: str, unit: str, *, enabled: bool = True) -> tqdm:

@@ -8,7 +8,8 @@ from typing import Iterable
 
 import click
 
-from playstream.cli.common import human_bytes, reports_errors
+from playstream.cli.common import RejectLog, human_bytes, reports_errors
+from playstream.cli.options import rejects_option
 from playstream.compaction.provenance import provenance_of
 from playstream.compaction.publish import read_manifest
 from playstream.dataset import CheckResult, read_metadata, validate_npz_dataset
@@ -31,20 +32,27 @@ def _print_checks(results: Iterable[CheckResult]) -> bool:
 @click.argument("npz", required=False, type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--db", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Validate a game database (or JSONL file) instead of a dataset.")
+@click.option("--jsonl", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Validate a JSONL game file instead of a dataset.")
 @click.option("--detailed", is_flag=True,
               help="Add per-channel statistics and value, entropy and game-length distributions.")
+@rejects_option
 @reports_errors
-def validate_cmd(npz: Path | None, db: Path | None, detailed: bool) -> None:
-    """Check a dataset (or a game database); exit 1 if any check fails."""
-    if (npz is None) == (db is None):
-        raise click.UsageError("give a dataset file or --db FILE, not both")
-    if db is not None:
-        report = check_game_file(db)
+def validate_cmd(npz: Path | None, db: Path | None, jsonl: Path | None, detailed: bool,
+                 rejects_path: Path | None) -> None:
+    """Check a dataset (or a game file); exit 1 if any check fails."""
+    given = [p for p in (npz, db, jsonl) if p is not None]
+    if len(given) != 1:
+        raise click.UsageError("give one of a dataset file, --db FILE or --jsonl FILE")
+    if npz is None:
+        with RejectLog(rejects_path) as rejects:
+            report = check_game_file(given[0], on_reject=rejects.add)
         ok = _print_checks(report.results)
         if detailed or report.stats:
             click.echo(json.dumps(report.stats, indent=2))
         sys.exit(0 if ok else 1)
-    assert npz is not None
+    if rejects_path is not None:
+        raise click.UsageError("--rejects lists skipped game records: use it with --db/--jsonl")
     vreport = validate_npz_dataset(npz)
     ok = _print_checks(vreport.results)
     if detailed and ok:

@@ -18,7 +18,7 @@ import click
 
 from playstream.chunks import ChunkMetadata, ChunkStore
 from playstream.cli.common import Summary, kafka_extra, progress, reports_errors
-from playstream.cli.options import bootstrap_option
+from playstream.cli.options import ENV_PREFIX, bootstrap_option
 from playstream.compaction.publish import read_manifest
 from playstream.encoders.versions import ExportSettings
 from playstream.errors import PlaystreamError
@@ -29,8 +29,11 @@ POLL_S = 0.5
 
 
 def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    """The demo is self-contained: its processes see no PLAYSTREAM_CONFIG or PLAYSTREAM_<KEY>
+    of the operator's shell, which could point them at a production cluster or folder."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
     with open(log, "ab") as fh:
-        return subprocess.Popen([*CLI, *args], stdout=fh, stderr=subprocess.STDOUT)
+        return subprocess.Popen([*CLI, *args], stdout=fh, stderr=subprocess.STDOUT, env=env)
 
 
 def _stop(procs: list[subprocess.Popen[bytes]], timeout: float = 30) -> None:
@@ -63,7 +66,9 @@ def _published_games(dataset: Path) -> int:
 
 
 @click.command("demo")
-@bootstrap_option(required=False,
+# Explicit only, as for selfplay: a PLAYSTREAM_BOOTSTRAP_SERVERS or a configuration file set
+# for a production cluster must not turn the demo loose on it.
+@bootstrap_option(required=False, environment=False,
                   help_text="Use this broker (HOST:PORT[,...]) instead of starting a local one.")
 @click.option("--dir", "work_dir", type=click.Path(file_okay=False, path_type=Path),
               default=Path("playstream-demo"), show_default=True,

@@ -17,11 +17,13 @@ from typing import TYPE_CHECKING
 import click
 
 from playstream.cli.common import Duration, Summary, kafka_extra, reports_errors
-from playstream.cli.options import (bootstrap_option, chunk_store_option, compaction_options,
-                                    shared_option)
+from playstream.cli.metrics import serving_metrics
+from playstream.cli.options import (MetricsEndpoint, bootstrap_option, chunk_store_option,
+                                    chunks_topic_option, compaction_options, datasets_option,
+                                    finalizer_group_option, metrics_options)
 from playstream.compaction import CompactOptions
 from playstream.errors import PlaystreamError
-from playstream.topics import DEFAULT_CHUNKS_TOPIC, FINALIZER_GROUP, SIDE_TOPIC_PARTITIONS
+from playstream.topics import DEFAULT_CHUNKS_TOPIC, SIDE_TOPIC_PARTITIONS
 
 if TYPE_CHECKING:
     from playstream.consumers.service import CycleReport, FinalizerService
@@ -61,14 +63,11 @@ def _run_until_signalled(service: FinalizerService) -> None:
 @bootstrap_option(required=True)
 @chunk_store_option(required=True,
                     help_text="The chunk store the stream processors seal chunks into.")
-@shared_option("--output", required=True, type=click.Path(file_okay=False, path_type=Path),
-               help="Datasets folder: one dataset directory per configuration key.")
+@datasets_option()
 @click.option("--every", "every_s", type=Duration(), default="60s", show_default=True,
               help="How often configurations with new chunks are republished.")
-@shared_option("--chunks-topic", default=DEFAULT_CHUNKS_TOPIC, show_default=True,
-               help="Chunk announcement topic.")
-@click.option("--group", default=FINALIZER_GROUP, show_default=True,
-              help="Consumer group that holds the committed offsets.")
+@chunks_topic_option(DEFAULT_CHUNKS_TOPIC)
+@finalizer_group_option()
 @click.option("--once", is_flag=True,
               help="Publish what the store and the topic hold now, then exit.")
 @click.option("--retain-after", "retain_s", type=Duration(allow_zero=True), default=None,
@@ -77,10 +76,12 @@ def _run_until_signalled(service: FinalizerService) -> None:
 @click.option("--keep-versions", type=click.IntRange(1, 1000), default=3, show_default=True,
               help="Dataset versions kept per configuration (the current one included).")
 @compaction_options
+@metrics_options
 @reports_errors
 def finalize_cmd(bootstrap: str, chunk_dir: Path, output: Path, every_s: float,
                  chunks_topic: str, group: str, once: bool, retain_s: float | None,
-                 keep_versions: int, compact_options: CompactOptions) -> None:
+                 keep_versions: int, compact_options: CompactOptions,
+                 metrics_endpoint: MetricsEndpoint) -> None:
     """Republish the datasets of configurations with new chunks, continuously."""
     with kafka_extra("finalize"):
         from playstream.consumers.service import FinalizerService
@@ -89,9 +90,12 @@ def finalize_cmd(bootstrap: str, chunk_dir: Path, output: Path, every_s: float,
     # Created here as `playstream stream` creates it, whichever starts first: a topic the
     # broker auto-created would have the wrong settings and make the processors refuse it.
     ensure_topics(bootstrap, {chunks_topic: SIDE_TOPIC_PARTITIONS})
-    with FinalizerService(bootstrap, chunks_topic=chunks_topic, store_dir=chunk_dir,
-                          output_dir=output, options=options, every_s=every_s, group=group,
-                          retention_s=retain_s) as service:
+    with serving_metrics(metrics_endpoint, "finalize") as served, \
+            FinalizerService(bootstrap, chunks_topic=chunks_topic, store_dir=chunk_dir,
+                             output_dir=output, options=options, every_s=every_s, group=group,
+                             retention_s=retain_s, metrics=served.metrics) as service:
+        served.ready_when(lambda: (service.caught_up, "caught up with the chunk store"
+                                   if service.caught_up else "comparing the store"))
         if not once:
             _run_until_signalled(service)
             return

@@ -51,8 +51,10 @@ def valid_records(source: Path, summary: Summary) -> Iterator[tuple[GameRecord, 
 
 
 @click.command("to-jsonl")
-@click.option("--db", required=True, type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--output", required=True, type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--db", required=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="The game database to convert.")
+@click.option("--output", required=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="The JSONL file to write (one validated record per line).")
 @reports_errors
 def to_jsonl_cmd(db: Path, output: Path) -> None:
     """Convert a game database to JSONL, one validated game per line."""
@@ -75,10 +77,13 @@ def _parse_moves(text: str) -> list[int]:
 
 
 @click.command("state-pool")
-@click.option("--db", type=click.Path(path_type=Path, dir_okay=False), default=None)
-@click.option("--jsonl", type=click.Path(path_type=Path, dir_okay=False), default=None)
+@click.option("--db", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Take the games from this database.")
+@click.option("--jsonl", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Take the games from this JSONL file.")
 @click.option("--sample-moves", required=True, help="Move numbers to cut at, e.g. 20,40,60.")
-@click.option("--output", required=True, type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--output", required=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="The JSONL file of start positions to write.")
 @reports_errors
 def state_pool_cmd(db: Path | None, jsonl: Path | None, sample_moves: str, output: Path) -> None:
     """Positions to start self-play or evaluation from: each is a game's first k moves.

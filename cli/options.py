@@ -2,8 +2,14 @@
 
 An `OptionGroup` adds its click options to a command and hands the command one value built
 from them (a `CompactOptions`, say), so a new compaction option is one line here and every
-command that compacts takes it. Every shared option can also be set from the environment as
-``PLAYSTREAM_<OPTION>`` (``--chunk-rows`` is ``PLAYSTREAM_CHUNK_ROWS``).
+command that compacts takes it.
+
+A shared option has one *key* (``chunk_rows``; ``bootstrap_servers`` for
+``--bootstrap-server``) that names it everywhere outside the command line: the environment
+variable ``PLAYSTREAM_<KEY>`` (``PLAYSTREAM_CHUNK_ROWS``) and the top-level key of the
+configuration file (``chunk_rows = 5000``, see playstream.cli.config). Precedence is click's:
+command line, environment, file (the context's ``default_map``), default. The table in
+docs/CONFIG.md is generated from these declarations (`playstream config options`).
 """
 from __future__ import annotations
 
@@ -19,23 +25,56 @@ from playstream.compaction.windows import parse_window
 from playstream.dataset.schema import DENSE_FORMAT_VERSION, FORMAT_VERSION
 from playstream.encoders.features import MAX_HISTORY_LENGTH
 from playstream.encoders.versions import FEATURE_VERSIONS, get_feature_version
-from playstream.topics import DEFAULT_GAMES_PARTITIONS, DEFAULT_GAMES_TOPIC
+from playstream.topics import (DEFAULT_DLQ_TOPIC, DEFAULT_GAMES_PARTITIONS, DEFAULT_GAMES_TOPIC,
+                               FINALIZER_GROUP, PROCESSOR_GROUP)
 
 F = TypeVar("F", bound=Callable[..., Any])
 ENV_PREFIX = "PLAYSTREAM_"
+# Options whose key contains one of these are never printed (`config show`, error messages).
+SECRET_WORDS = ("password", "secret")
 
 
-def env_name(option: str) -> str:
-    """``--chunk-rows`` → ``PLAYSTREAM_CHUNK_ROWS``."""
-    return ENV_PREFIX + option.lstrip("-").replace("-", "_").upper()
+def env_name(key: str) -> str:
+    """``chunk_rows`` (or ``--chunk-rows``) → ``PLAYSTREAM_CHUNK_ROWS``."""
+    return ENV_PREFIX + key.lstrip("-").replace("-", "_").upper()
 
 
-def shared_option(*decls: str, **attrs: Any) -> Callable[[F], F]:
-    """A click option that can also come from ``PLAYSTREAM_<OPTION>``."""
+def option_key(param: click.Parameter) -> str:
+    """The name of an option in the configuration file: a shared option's key, else its long
+    name with underscores (``--retain-after`` → ``retain_after``)."""
+    if isinstance(param, SharedOption):
+        return param.key
+    longs = [o for o in param.opts if o.startswith("--")] or list(param.opts)
+    return longs[0].lstrip("-").replace("-", "_")
+
+
+def is_secret(key: str) -> bool:
+    return any(word in key.lower() for word in SECRET_WORDS)
+
+
+class SharedOption(click.Option):
+    """An option shared by several commands: settable from ``PLAYSTREAM_<KEY>`` and from the
+    configuration file's top level (unless ``shared=False``: then only from the command line
+    or the command's own ``[command]`` table)."""
+
+    def __init__(self, *args: Any, key: str, shared: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.key = key
+        self.shared = shared
+
+
+def shared_option(*decls: str, key: str | None = None, environment: bool = True,
+                  **attrs: Any) -> Callable[[F], F]:
+    """A click option that can also come from ``PLAYSTREAM_<KEY>`` and the configuration
+    file; ``key`` defaults to the long option name (``--chunk-rows`` → ``chunk_rows``).
+    ``environment=False`` declares the option under the same key but settable only
+    explicitly (command line or the command's ``[command]`` table)."""
     long_name = next(d for d in decls if d.startswith("--")).split("/")[0]
-    attrs.setdefault("envvar", env_name(long_name))
-    attrs.setdefault("show_envvar", True)
-    return click.option(*decls, **attrs)
+    key = key or long_name.lstrip("-").replace("-", "_")
+    if environment:
+        attrs.setdefault("envvar", env_name(key))
+        attrs.setdefault("show_envvar", True)
+    return click.option(*decls, cls=SharedOption, key=key, shared=environment, **attrs)
 
 
 @dataclass(frozen=True)
@@ -65,14 +104,15 @@ FEATURE_FORMATS = {"packed": FORMAT_VERSION, "dense": DENSE_FORMAT_VERSION}
 
 def _compact_options(window: str, shuffle: bool, seed: int, val_fraction: float,
                      shard_rows: int | None, sample_every: int, min_moves: int,
-                     dense_policy: bool, features: str, compress: bool,
-                     memory_mb: int) -> CompactOptions:
+                     dense_policy: bool, features: str, compress: bool, memory_mb: int,
+                     drop_duplicate_moves: bool) -> CompactOptions:
     return CompactOptions(window=parse_window(window), shuffle=shuffle, seed=seed,
                           val_fraction=val_fraction, shard_rows=shard_rows,
                           sample_every=sample_every, min_moves=min_moves,
                           dense_policy=dense_policy, compress=compress,
                           format_version=FEATURE_FORMATS[features],
-                          memory_budget_bytes=memory_mb << 20)
+                          memory_budget_bytes=memory_mb << 20,
+                          drop_duplicate_moves=drop_duplicate_moves)
 
 
 
@@ -84,7 +124,8 @@ compaction_options = OptionGroup(
                            "katago[:e=0.65,r=0.4,m=250000] (KataGo's growing window)."),
         shared_option("--shuffle/--no-shuffle", default=False, show_default=True,
                       help="Two-phase external shuffle in bounded memory."),
-        shared_option("--seed", type=int, default=0, show_default=True,
+        # Not `seed`: selfplay's --seed picks the games, a different thing.
+        shared_option("--seed", key="shuffle_seed", type=int, default=0, show_default=True,
                       help="Shuffle seed: the same seed gives the same order."),
         shared_option("--val-fraction", type=click.FloatRange(0.0, 0.5), default=0.0,
                       show_default=True,
@@ -109,9 +150,12 @@ compaction_options = OptionGroup(
         shared_option("--memory-mb", type=click.IntRange(16, None), default=256,
                       show_default=True,
                       help="Memory budget of the compaction (shuffle buckets, batches)."),
+        shared_option("--drop-duplicate-moves", is_flag=True,
+                      help="Keep only the oldest of games with the same move sequence under "
+                           "different game_ids (always counted and warned about)."),
     ),
     ("window", "shuffle", "seed", "val_fraction", "shard_rows", "sample_every", "min_moves",
-     "dense_policy", "features", "compress", "memory_mb"),
+     "dense_policy", "features", "compress", "memory_mb", "drop_duplicate_moves"),
     _compact_options,
 )
 
@@ -146,22 +190,57 @@ def chunk_rows_option(fn: F) -> F:
 
 
 def progress_option(fn: F) -> F:
-    return click.option("--progress/--no-progress", "show_progress", default=True,
-                        show_default=True,
-                        help="Progress bars on stderr.")(fn)
+    return shared_option("--progress/--no-progress", "show_progress", default=True,
+                         show_default=True,
+                         help="Progress bars on stderr.")(fn)
 
 
-def bootstrap_option(*, required: bool,
+def rejects_option(fn: F) -> F:
+    return click.option("--rejects", "rejects_path", default=None,
+                        type=click.Path(dir_okay=False, path_type=Path),
+                        help="Write every skipped record (where, game_id, field, reason) to "
+                             "this file, one JSON object per line; the first "
+                             "few are always shown on stderr.")(fn)
+
+
+def allow_empty_option(fn: F) -> F:
+    return click.option("--allow-empty", is_flag=True,
+                        help="Publish an empty dataset instead of exiting 1 when no row is "
+                             "left (every record skipped, or every row dropped).")(fn)
+
+
+# Security options (SASL, TLS) join the shared options here, next to the bootstrap servers:
+# an OptionGroup of shared_option()s that builds playstream.kafka_settings.KafkaConnection,
+# so that they get their PLAYSTREAM_<KEY> variables, their configuration-file keys and, for
+# keys containing "password" or "secret", masking in `config show` and in error messages.
+def bootstrap_option(*, required: bool, environment: bool = True,
                      help_text: str = "Kafka bootstrap servers HOST:PORT[,HOST:PORT...]."
                      ) -> Callable[[F], F]:
     """Kafka's own name, ``--bootstrap-server``; ``--bootstrap`` stays as an alias."""
-    return shared_option("--bootstrap-server", "--bootstrap", "bootstrap", required=required,
-                         default=None, envvar=env_name("--bootstrap-servers"), help=help_text)
+    return shared_option("--bootstrap-server", "--bootstrap", "bootstrap", key="bootstrap_servers",
+                         environment=environment, required=required, help=help_text)
 
 
 def topic_option(fn: F) -> F:
     return shared_option("--topic", default=DEFAULT_GAMES_TOPIC, show_default=True,
                          help="Games topic.")(fn)
+
+
+def dlq_topic_option(fn: F) -> F:
+    return shared_option("--dlq-topic", default=DEFAULT_DLQ_TOPIC, show_default=True,
+                         help="Dead-letter topic.")(fn)
+
+
+def processor_group_option(fn: F) -> F:
+    return click.option("--group", default=PROCESSOR_GROUP, show_default=True,
+                        help="Consumer group of the stream processors (they share the "
+                             "partitions).")(fn)
+
+
+def finalizer_group_option(*decls: str) -> Callable[[F], F]:
+    """``--group`` of `finalize`; other commands name it ``--finalizer-group``."""
+    return click.option(*decls, default=FINALIZER_GROUP, show_default=True,
+                        help="Consumer group of the finalizer (holds its committed offsets).")
 
 
 def partitions_option(fn: F) -> F:
@@ -171,9 +250,70 @@ def partitions_option(fn: F) -> F:
                               "it).")(fn)
 
 
-def chunk_store_option(*, required: bool, default: Path | None = None,
+def dlq_topic_option(default: str) -> Callable[[F], F]:
+    return shared_option("--dlq-topic", default=default, show_default=True,
+                         help="Dead-letter topic.")
+
+
+def chunks_topic_option(default: str) -> Callable[[F], F]:
+    return shared_option("--chunks-topic", default=default, show_default=True,
+                         help="Chunk announcement topic.")
+
+
+# The processors and the finalizer must never share a consumer group, so each role's `--group`
+# has its own key (one PLAYSTREAM_GROUP would put both in the same group).
+def processor_group_option(fn: F) -> F:
+    return shared_option("--group", "group", key="processor_group", default=PROCESSOR_GROUP,
+                         show_default=True,
+                         help="Consumer group of the stream processors: processors of one "
+                              "group share the partitions.")(fn)
+
+
+def finalizer_group_option() -> Callable[[F], F]:
+    return shared_option("--group", "group", key="finalizer_group", default=FINALIZER_GROUP,
+                         show_default=True,
+                         help="Consumer group of the finalizer (holds its committed offsets).")
+
+
+def chunk_store_option(*, required: bool, default: Path | None = None, must_exist: bool = False,
                        help_text: str = "Chunk store folder.") -> Callable[[F], F]:
+    # No `default=None` for a required option: click 8.3 takes an explicit None as a value
+    # given, and would no longer say the option is missing.
+    defaults = {} if default is None else {"default": default, "show_default": True}
     return shared_option("--chunks", "chunk_dir",
-                         type=click.Path(file_okay=False, path_type=Path),
-                         required=required, default=default, show_default=default is not None,
-                         help=help_text)
+                         type=click.Path(file_okay=False, exists=must_exist, path_type=Path),
+                         required=required, help=help_text, **defaults)
+
+
+def datasets_option(*, required: bool = True,
+                    help_text: str = "Datasets folder: one dataset directory per configuration "
+                                     "key.") -> Callable[[F], F]:
+    """The finalizer's datasets folder. Its key is `datasets`, not `output`: every other
+    command's --output is a file or folder of that one run, never a shared setting."""
+    extra = {"required": True} if required else {}
+    return shared_option("--output", "--datasets", "output", key="datasets",
+                         type=click.Path(file_okay=False, path_type=Path), help=help_text,
+                         **extra)
+
+
+@dataclass(frozen=True)
+class MetricsEndpoint:
+    """Where a long-running command serves its Prometheus metrics; port 0 is off."""
+
+    port: int
+    host: str
+
+
+metrics_options = OptionGroup(
+    "metrics_endpoint",
+    (
+        shared_option("--metrics-port", type=click.IntRange(0, 65535), default=0,
+                      show_default=True,
+                      help="Serve Prometheus metrics (/metrics), /healthz and /readyz on "
+                           "this port; 0 is off. Needs the metrics extra."),
+        shared_option("--metrics-host", default="127.0.0.1", show_default=True,
+                      help="Address the metrics port binds to."),
+    ),
+    ("metrics_port", "metrics_host"),
+    lambda metrics_port, metrics_host: MetricsEndpoint(metrics_port, metrics_host),
+)

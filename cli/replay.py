@@ -67,5 +67,5 @@ def replay_cmd(bootstrap: str, topic: str, since: datetime | None, encoder: Enco
         with progress(None, f"compact {key}", "row", enabled=show_progress) as bar:
             compacted = compact(store, key, output / "datasets" / key, compact_options,
                                 progress=lambda done: bar.update(done - bar.n))
-        summarise_compaction(summary, compacted)
+        summarise_compaction(summary, compacted, compact_options)
     summary.echo()

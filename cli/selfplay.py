@@ -8,7 +8,8 @@ from types import FrameType
 import click
 
 from playstream.cli.common import Summary, progress, reports_errors
-from playstream.cli.options import progress_option
+from playstream.cli.metrics import serving_metrics
+from playstream.cli.options import MetricsEndpoint, progress_option
 from playstream.cli.publish import run_selfplay_worker, selfplay_worker_options
 from playstream.errors import GameFileError
 from playstream.gamefiles import GameDatabase, JsonlWriter
@@ -23,14 +24,18 @@ def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
 @click.command("selfplay")
 @click.option("--board-type", required=True,
               help="A board of the game (connect: square8, square19, hex8, hexagonal).")
-@click.option("--num-players", required=True, type=click.IntRange(2, 4))
+@click.option("--num-players", required=True, type=click.IntRange(2, 4),
+              help="Players (seats) per game.")
 @click.option("--games", "count", type=click.IntRange(1, None), default=None,
               help="Number of games to play.")
 @click.option("--forever", is_flag=True, help="Play until stopped (SIGTERM/Ctrl-C); Kafka only.")
-@click.option("--agent", type=click.Choice(AGENTS), default="random", show_default=True)
+@click.option("--agent", type=click.Choice(AGENTS), default="random", show_default=True,
+              help="Who plays every seat: uniform random moves, or MCTS (soft policy targets).")
 @click.option("--simulations", type=click.IntRange(1, 100_000), default=64, show_default=True,
               help="MCTS simulations per move.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Run seed: game i of a worker is seeded from (seed, --worker, i), so workers "
+                   "sharing a seed play different games and a rerun replays its own.")
 @click.option("--worker", default="0", show_default=True,
               help="Worker name on this node (part of game ids and the record's source).")
 @click.option("--game", "game_name", default="connect", show_default=True,
@@ -43,14 +48,18 @@ def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
 def selfplay_cmd(board_type: str, num_players: int, count: int | None, forever: bool,
                  agent: str, simulations: int, seed: int, worker: str, game_name: str,
                  output: Path | None, show_progress: bool, bootstrap: str | None, topic: str,
-                 partitions: int, spool_dir: Path) -> None:
+                 partitions: int, spool_dir: Path, metrics_endpoint: MetricsEndpoint) -> None:
     """Play self-play games into a file (--output) or publish them to Kafka (--bootstrap)."""
     if (output is None) == (bootstrap is None):
-        raise click.UsageError("give exactly one of --output FILE or --bootstrap HOST:PORT")
+        raise click.UsageError("give exactly one of --output FILE or --bootstrap-server "
+                               "HOST:PORT")
     if forever == (count is not None):
         raise click.UsageError("give exactly one of --games N or --forever")
     if forever and bootstrap is None:
-        raise click.UsageError("--forever needs --bootstrap (a file would grow without end)")
+        raise click.UsageError("--forever needs --bootstrap-server (a file would grow without "
+                               "end)")
+    if metrics_endpoint.port and bootstrap is None:
+        raise click.UsageError("--metrics-port needs --bootstrap-server")
     get_game(game_name).geometry(board_type)  # an unknown game or board fails before any file
     records = generate_records(game_name=game_name, board_type=board_type,
                                num_players=num_players, agent=agent, seed=seed, count=count,
@@ -58,9 +67,10 @@ def selfplay_cmd(board_type: str, num_players: int, count: int | None, forever: 
     summary = Summary("selfplay")
     if bootstrap is not None:
         signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
-        with progress(count, "selfplay", "game", enabled=show_progress) as bar:
+        with serving_metrics(metrics_endpoint, "selfplay") as served, \
+                progress(count, "selfplay", "game", enabled=show_progress) as bar:
             run_selfplay_worker(bootstrap, topic, spool_dir, records, summary, bar,
-                                partitions=partitions)
+                                partitions=partitions, served=served)
         return
     assert output is not None
     if output.suffix not in (".jsonl", ".db"):

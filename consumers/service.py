@@ -34,6 +34,7 @@ from playstream.compaction.publish import read_manifest
 from playstream.compaction.retention import apply_retention
 from playstream.errors import ChunkError, DatasetError, PlaystreamError, error_text
 from playstream.producers.kafkaclient import StopIOFirstClient
+from playstream.metrics import NULL_METRICS, Metrics
 from playstream.topics import FINALIZER_GROUP
 from playstream.streams.announce import MAX_ANNOUNCEMENT_BYTES, Announcement, decode_announcement
 
@@ -74,7 +75,8 @@ class FinalizerService:
 
     def __init__(self, bootstrap: str, *, chunks_topic: str, store_dir: Path,
                  output_dir: Path, options: CompactOptions, every_s: float,
-                 group: str = FINALIZER_GROUP, retention_s: float | None = None) -> None:
+                 group: str = FINALIZER_GROUP, retention_s: float | None = None,
+                 metrics: Metrics = NULL_METRICS) -> None:
         if not every_s > 0:
             raise PlaystreamError(f"every_s must be positive, got {every_s}", field="every_s")
         if retention_s is not None and retention_s < 0:
@@ -86,6 +88,7 @@ class FinalizerService:
         self.every_s = every_s
         self.retention_s = retention_s
         self.chunks_topic = chunks_topic
+        self.metrics = metrics
         self._root = self.store.root.resolve()
         self._pending: set[str] = set()
         self._report = CycleReport()
@@ -124,6 +127,11 @@ class FinalizerService:
         self._catch_up()
         self._drain(timeout_s)
         return self._cycle()
+
+    @property
+    def caught_up(self) -> bool:
+        """The store has been compared with the published manifests (readiness)."""
+        return self._caught_up
 
     def close(self) -> None:
         """Leave the group without committing: anything not yet published is read again."""
@@ -250,11 +258,18 @@ class FinalizerService:
 
     def _publish(self, key: str) -> CompactionResult:
         result = compact(self.store, key, self.output_dir / key, self.options)
+        self.metrics.compaction_seconds(key, result.seconds)
+        self.metrics.dataset_published(key)
         log.info("dataset published", extra={
             "config_key": key, "version": result.manifest.parent.name, "rows": result.rows,
             "games": result.games, "chunks": len(result.chunks),
             "chunks_used": len(result.chunks_used), "quarantined": len(result.quarantined),
-            "bytes": result.bytes_written, "seconds": round(result.seconds, 3)})
+            "bytes": result.bytes_written, "seconds": round(result.seconds, 3),
+            "duplicate_moves": result.duplicate_moves})
+        if result.duplicate_moves:
+            log.warning("games repeat the move sequence of an older game under another "
+                        "game_id", extra={"config_key": key, "games": result.duplicate_moves,
+                                          "dropped": self.options.drop_duplicate_moves})
         return result
 
     def _retain(self, key: str) -> list[Path]:

@@ -130,3 +130,19 @@ def error_text(err: BaseException) -> str:
         return str(err)
     name, text = type(err).__name__, str(err)
     return text if text == name or text.startswith(f"{name}: ") else f"{name}: {text}"
+
+
+class ConfigFileError(PlaystreamError):
+    """The configuration file is too large, not TOML, or names an unknown table or key."""
+
+    def __init__(self, message: str, *, file: str, line: int | None = None,
+                 key: str | None = None, **context: Any) -> None:
+        self.file = file
+        self.line = line
+        self.key = key
+        super().__init__(message, file=file, line=line, key=key, **context)
+
+
+class EmptyResultError(PlaystreamError):
+    """An export or compaction would publish no rows: every record was skipped (invalid, or
+    of another configuration) or every row dropped. Not a success unless asked for."""

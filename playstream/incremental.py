@@ -20,12 +20,14 @@ from playstream.errors import PlaystreamError, RecordError
 from playstream.games import get_game
 from playstream.records import GameRecord, validate_record
 
-RecordFilter = Callable[[GameRecord], "str | None"]
+RecordFilter = Callable[[GameRecord], "tuple[str, str] | None"]
+"""Accepts a valid record (None) or names why it is skipped: (field, reason)."""
 
 
 @dataclass(frozen=True)
 class AddResult:
-    """What happened to one record: rows appended, or why it was skipped."""
+    """What happened to one record: rows appended, or why it was skipped (``field`` names
+    the field that made it skip, ``invalid`` is set when the record is malformed)."""
 
     position: int
     game_id: str | None
@@ -33,6 +35,7 @@ class AddResult:
     skipped: str | None
     invalid: RecordError | None
     sealed: list[SealedChunk] = field(default_factory=list)
+    field: str | None = None
 
 
 class IncrementalExporter:
@@ -81,22 +84,26 @@ class IncrementalExporter:
             if on_invalid is not None:
                 on_invalid(error)
             sealed = self.writer.add(position, skipped=f"invalid: {error}")
-            return AddResult(position, error.game_id, 0, str(error), error, sealed)
-        reason = self._accept(record) if self._accept else None
-        if reason is not None:
+            return AddResult(position, error.game_id, 0, str(error), error, sealed, error.field)
+        refusal = self._accept(record) if self._accept else None
+        if refusal is not None:
+            name, reason = refusal
             sealed = self.writer.add(position, skipped=reason)
-            return AddResult(position, record.game_id, 0, reason, None, sealed)
+            return AddResult(position, record.game_id, 0, reason, None, sealed, name)
         settings, config = self.settings_for(record.game, record.board_type, record.num_players)
         try:
             rows = self._encode(record, replay, settings)
         except PlaystreamError as err:
-            invalid = RecordError(f"cannot encode: {err}", field="moves",
+            named = err.field if isinstance(err, RecordError) and err.field else "moves"
+            invalid = RecordError(f"cannot encode: {err.message}", field=named,
                                   game_id=record.game_id, **ctx)
             if on_invalid is not None:
                 on_invalid(invalid)
             sealed = self.writer.add(position, skipped=str(invalid))
-            return AddResult(position, record.game_id, 0, str(invalid), invalid, sealed)
-        sealed = self.writer.add(position, config, rows, game_id=record.game_id)
+            return AddResult(position, record.game_id, 0, str(invalid), invalid, sealed,
+                             invalid.field)
+        sealed = self.writer.add(position, config, rows, game_id=record.game_id,
+                                 moves_digest=record.moves_digest())
         return AddResult(position, record.game_id, len(rows), None, None, sealed)
 
     def _encode(self, record: GameRecord, replay: Any, settings: ExportSettings) -> Any:

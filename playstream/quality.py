@@ -10,14 +10,16 @@ from collections import Counter
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from playstream.dataset import CheckResult, RowBatch, iter_row_batches, read_metadata
+from playstream.digests import DigestSet
 from playstream.errors import GameFileError, RecordError
-from playstream.gamefiles import open_game_source
+from playstream.gamefiles import open_game_source, position_context
 from playstream.records import validate_record
+from playstream.rejects import Reject
 
 BATCH_ROWS = 4096
 
@@ -42,8 +44,11 @@ def _summary(values: list[int] | np.ndarray) -> dict[str, float]:
             **{k: round(float(v), 4) for k, v in zip(("min", "p10", "p50", "p90", "max"), q)}}
 
 
-def check_game_file(path: Path, *, max_listed: int = 5) -> GameFileReport:
-    """Opens (schema), holds games, every game valid (both layers), game ids unique."""
+def check_game_file(path: Path, *, max_listed: int = 5,
+                    on_reject: Callable[[Reject], None] | None = None) -> GameFileReport:
+    """Opens (schema), holds games, every game valid (both layers), game ids unique, move
+    sequences unique (the same game under two ids: a warning, the check still passes).
+    ``on_reject`` receives every invalid record."""
     report = GameFileReport(str(path))
     try:
         items = open_game_source(path)
@@ -57,6 +62,8 @@ def check_game_file(path: Path, *, max_listed: int = 5) -> GameFileReport:
     examples: list[str] = []
     ids: set[str] = set()
     duplicates = 0
+    sequences = DigestSet()
+    repeated_moves = 0
     wins: Counter[tuple[int, int | None]] = Counter()
     seen = 0
     for item in chain([first] if first is not None else [], items):
@@ -64,15 +71,20 @@ def check_game_file(path: Path, *, max_listed: int = 5) -> GameFileReport:
         try:
             if item.error is not None:
                 raise item.error
-            record, _ = validate_record(item.data, file=str(path), position=item.position)
+            record, _ = validate_record(item.data, **position_context(path, item.position))
             lengths.append(len(record.moves))
-            duplicates += record.game_id in ids
+            repeated_id = record.game_id in ids
+            duplicates += repeated_id
             ids.add(record.game_id)
+            if not sequences.add(record.moves_digest()) and not repeated_id:
+                repeated_moves += 1
             wins[(record.num_players, record.winner)] += 1
         except RecordError as err:
             invalid[err.field or "record"] += 1
             if len(examples) < max_listed:
                 examples.append(str(err))
+            if on_reject is not None:
+                on_reject(Reject.from_error(err, **position_context(path, item.position)))
     report.results.append(CheckResult("has games", seen > 0,
                                       f"{seen} games" if seen else "no games"))
     report.results.append(CheckResult(
@@ -83,6 +95,12 @@ def check_game_file(path: Path, *, max_listed: int = 5) -> GameFileReport:
     report.results.append(CheckResult("game ids unique", duplicates == 0,
                                       f"{duplicates} repeated game ids" if duplicates
                                       else "passed"))
+    report.results.append(CheckResult(
+        "move sequences unique", True,
+        f"WARNING {repeated_moves} games repeat the moves of another game under another "
+        f"game_id (--drop-duplicate-moves drops them from datasets)" if repeated_moves
+        else "passed"))
+    report.stats["duplicate_move_sequences"] = repeated_moves
     report.stats["game_length"] = _summary(lengths)
     report.stats["results_by_players_and_winner"] = {
         f"{n}p winner={w}": c for (n, w), c in sorted(wins.items(), key=str)}

@@ -8,6 +8,7 @@ exception, and never repair a record.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from datetime import datetime, timezone
@@ -18,6 +19,7 @@ import numpy as np
 from pydantic import (BaseModel, ConfigDict, Field, StringConstraints, ValidationError,
                       field_validator, model_validator)
 
+from playstream.digests import DIGEST_BYTES
 from playstream.errors import PlaystreamError, RecordError
 from playstream.games import Game, Outcome, Replay, get_game
 
@@ -129,6 +131,14 @@ class GameRecord(BaseModel):
 
     def outcome(self) -> Outcome:
         return Outcome(ranks=tuple(self.ranks), winner=self.winner, termination=self.termination)
+
+    def moves_digest(self) -> bytes:
+        """16 bytes of blake2b over (game, board_type, num_players, moves): the same game
+        played twice (two workers with one seed, a copied file) has one digest under any
+        game_id, so duplicates are counted in bounded memory (16 bytes a game)."""
+        key = json.dumps([self.game, self.board_type, self.num_players, self.moves],
+                         separators=(",", ":"))
+        return hashlib.blake2b(key.encode(), digest_size=DIGEST_BYTES).digest()
 
     def to_json_line(self) -> str:
         return json.dumps(self.model_dump(mode="json", exclude_none=False),

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from contextlib import closing
 from dataclasses import dataclass
 from itertools import islice
@@ -48,12 +49,15 @@ log = logging.getLogger("playstream.producers")
 class PublisherMetrics:
     """``published``: games the broker acknowledged in this session; ``spooled_pending``:
     games in the spool awaiting acknowledgement; ``failures``: failed connection or delivery
-    attempts (each retried)."""
+    attempts (each retried); ``oldest_pending_age_s``: how long the oldest pending game has
+    waited (for games left by an earlier run, since this publisher started: a lower bound),
+    None when nothing is pending."""
 
     published: int
     spooled_pending: int
     failures: int
     last_error: str | None
+    oldest_pending_age_s: float | None = None
 
 
 class GamePublisher:
@@ -94,6 +98,10 @@ class GamePublisher:
         self._warned: str | None = None  # the failure last warned about, until a delivery
         self._crash: BaseException | None = None
         self._closed = False
+        # (spool sequence, wall time it was spooled) of the games that may still be pending
+        self._spooled_at: deque[tuple[int, float]] = deque()
+        if self._spool.pending_count:
+            self._spooled_at.append((self._spool.position, time.time()))
         # owned by the forwarder thread
         self._producer: KafkaProducer | None = None
         self._in_flight: set[int] = set()
@@ -124,6 +132,8 @@ class GamePublisher:
                               field="record", game_id=record.game_id)
         seq = self._spool.append(payload)
         with self._cond:
+            self._spooled_at.append((seq, time.time()))
+            self._forget_delivered()
             self._wakeup = True
             self._cond.notify_all()
             crash = self._crash
@@ -166,8 +176,19 @@ class GamePublisher:
 
     def metrics(self) -> PublisherMetrics:
         with self._cond:
-            return PublisherMetrics(self._published, self._spool.pending_count, self._failures,
-                                    self._last_error)
+            pending = self._spool.pending_count
+            self._forget_delivered()
+            spooled = self._spooled_at
+            age = time.time() - spooled[0][1] if pending and spooled else None
+            return PublisherMetrics(self._published, pending, self._failures,
+                                    self._last_error, age)
+
+    def _forget_delivered(self) -> None:
+        """Drop the spool times of games below the spool's position (all delivered), so the
+        first entry is the oldest pending game's (call under ``_cond``)."""
+        spooled, position = self._spooled_at, self._spool.position
+        while len(spooled) > 1 and spooled[1][0] <= position:
+            spooled.popleft()
 
     def __enter__(self) -> "GamePublisher":
         return self

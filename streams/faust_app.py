@@ -16,10 +16,14 @@ faust honour that:
   seek); the processor drops offsets below the resume point.
 * ``stream_wait_empty=False``: otherwise a stop with events in flight waits forever.
 * The web server is off (``web_enabled=False``): every worker would bind 0.0.0.0:6066.
-* faust's own commits are rare (``broker_commit_every`` huge, ``broker_commit_interval``
-  moderate) and only feed lag monitoring: they hold acknowledged offsets, which may be ahead
-  of the sealed ones (and faust #606 can skip unacknowledged ones), and nothing reads them
-  back, since the handler above overwrites them before every recovery seek.
+* faust commits nothing of the games topic: the topic is declared with ``acks=False``, so
+  faust tracks no acknowledged offsets for it, neither periodically nor on stop or
+  rebalance (its acknowledged offsets ran ahead of the sealed ones, and faust #606 can skip
+  an unacknowledged one). Instead, after every seal, `SealedCommits` commits per partition
+  one past the newest sealed offset (`StreamProcessor.sealed_through`), so the group's
+  committed offsets are the chunk store's progress and ``kafka-consumer-groups --describe``
+  shows the real lag: 0 once everything is sealed. Nothing reads them back as truth: the
+  handler above overwrites them from the chunk names before every recovery seek.
 * A failure in the agent or the timer stops the worker (``CrashingSupervisor``): faust's
   default supervisor restarts a crashed agent after the failed record, and the next seal
   would cover that offset without it (seen on 2026-11-24: a chunk 0..16 without offset 5).
@@ -46,6 +50,7 @@ from mode import CrashingSupervisor
 
 from playstream.chunks import ChunkStore, SealedChunk
 from playstream.errors import PlaystreamError, error_text
+from playstream.metrics import NULL_METRICS, Metrics
 from playstream.topics import MAX_MESSAGE_BYTES
 from playstream.topics import PROCESSOR_GROUP
 from playstream.streams.announce import announcement_for, encode_announcement
@@ -53,7 +58,7 @@ from playstream.streams.deadletter import DeadLetter, encode_dead_letter
 from playstream.streams.processor import StreamProcessor
 from playstream.streams.starts import TimestampStart
 
-# Offsets are committed only as a hint for faust's recovery seek (see the module docstring).
+# faust's own commit triggers; they find nothing to commit for the games topic (acks off).
 COMMIT_EVERY = 10**9
 COMMIT_INTERVAL_S = 30.0
 # A killed processor's partitions move to the others this long after its last heartbeat.
@@ -70,9 +75,11 @@ class SideOutputs:
     """The dead-letter and chunks topics, written with one idempotent ``acks=all``
     kafka-python producer sized for the largest record."""
 
-    def __init__(self, bootstrap: str, *, dlq_topic: str, chunks_topic: str) -> None:
+    def __init__(self, bootstrap: str, *, dlq_topic: str, chunks_topic: str,
+                 metrics: Metrics = NULL_METRICS) -> None:
         self.dlq_topic = dlq_topic
         self.chunks_topic = chunks_topic
+        self._metrics = metrics
         self._producer = KafkaProducer(
             bootstrap_servers=bootstrap.split(","), client_id="playstream-stream",
             acks="all", enable_idempotence=True, linger_ms=5,
@@ -88,6 +95,7 @@ class SideOutputs:
             raise PlaystreamError(f"cannot write the dead letter: {error_text(err)}",
                                   topic=self.dlq_topic, source_topic=letter.topic,
                                   partition=letter.partition, offset=letter.offset) from None
+        self._metrics.dead_lettered(self.dlq_topic)
         log.warning("record dead-lettered", extra={
             "topic": letter.topic, "partition": letter.partition, "offset": letter.offset,
             "field": letter.field, "game_id": letter.game_id, "reason": letter.reason[:500]})
@@ -112,10 +120,53 @@ class SideOutputs:
         self._producer.close(timeout=CLOSE_TIMEOUT_S)
 
 
+class SealedCommits:
+    """Commits the processor's sealed-through offsets as the group's offsets, for the lag
+    tools (see the module docstring); only partitions that moved since the last commit."""
+
+    def __init__(self, app: faust.App, processor: StreamProcessor, topic: str) -> None:
+        self._app = app
+        self._processor = processor
+        self._topic = topic
+        self._committed: dict[int, int] = {}
+
+    async def commit(self, offsets: dict[int, int] | None = None) -> None:
+        """Commit ``offsets`` (partition → offset) unconditionally, or by default the
+        sealed-through offsets that changed since the last commit. A commit refused because
+        the group is rebalancing is simply skipped: the next owner commits its own resume
+        offsets."""
+        assignment = self._app.consumer.assignment()
+        if offsets is None:
+            offsets = {p: o for p, o in self._processor.sealed_through().items()
+                       if self._committed.get(p) != o}
+        todo = {TP(self._topic, p): o for p, o in offsets.items()
+                if TP(self._topic, p) in assignment}
+        if todo and await self._app.consumer._commit(todo):
+            self._committed.update({tp.partition: o for tp, o in todo.items()})
+
+    def forget(self, partition: int) -> None:
+        """The partition was revoked: its next owner's commit is the one that counts."""
+        self._committed.pop(partition, None)
+
+
 class ProcessorApp(faust.App):
-    """A faust app that drives one `StreamProcessor` (kept here for the worker's summary)."""
+    """A faust app that drives one `StreamProcessor` (kept here for the worker's summary and
+    the readiness check). ``consumed_lag``: per assigned partition, the records between the
+    next offset to process and the end of the partition, as of the last tick."""
 
     processor: StreamProcessor
+    consumed_lag: dict[int, int]
+
+    def readiness(self, max_lag: int) -> tuple[bool, str]:
+        """Ready when it holds partitions and each is within ``max_lag`` records of its end."""
+        assigned = self.processor.assigned
+        if not assigned:
+            return False, "no partition assigned"
+        lag = dict(self.consumed_lag)  # a copy: this runs in the metrics server's thread
+        behind = {p: lag.get(p) for p in assigned if lag.get(p) is None or lag[p] > max_lag}
+        if behind:
+            return False, f"partitions behind by more than {max_lag} records: {behind}"
+        return True, f"partitions {assigned} caught up"
 
 
 def faust_datadir(group: str) -> Path:
@@ -136,17 +187,20 @@ def tick_interval(max_age_s: float | None) -> float:
 def build_app(bootstrap: str, *, group: str = PROCESSOR_GROUP, games_topic: str,
               dlq_topic: str, chunks_topic: str, store_dir: str | Path, feature_version: str,
               history_length: int, max_rows: int, max_age_s: float | None,
-              partitions: int, from_timestamp: datetime | None = None) -> ProcessorApp:
+              partitions: int, from_timestamp: datetime | None = None,
+              metrics: Metrics = NULL_METRICS) -> ProcessorApp:
     """A faust app whose one agent feeds ``games_topic`` to a `StreamProcessor` writing
     chunks into ``store_dir``. ``partitions`` is the games topic's partition count."""
     store = ChunkStore(store_dir)
     start_at = (TimestampStart(bootstrap, games_topic, from_timestamp)
                 if from_timestamp is not None else None)
-    outputs = SideOutputs(bootstrap, dlq_topic=dlq_topic, chunks_topic=chunks_topic)
+    outputs = SideOutputs(bootstrap, dlq_topic=dlq_topic, chunks_topic=chunks_topic,
+                          metrics=metrics)
     processor = StreamProcessor(store, topic=games_topic, feature_version=feature_version,
                                 history_length=history_length, max_rows=max_rows,
                                 max_age_s=max_age_s, dead_letter=outputs.dead_letter,
-                                announce=outputs.announce, start_at=start_at)
+                                announce=outputs.announce, start_at=start_at,
+                                metrics=metrics)
     datadir = faust_datadir(group)
     app = ProcessorApp(
         group, broker=[f"kafka://{b}" for b in bootstrap.split(",")], store="memory://",
@@ -156,9 +210,11 @@ def build_app(bootstrap: str, *, group: str = PROCESSOR_GROUP, games_topic: str,
         broker_commit_interval=COMMIT_INTERVAL_S, broker_session_timeout=SESSION_TIMEOUT_S,
         consumer_auto_offset_reset="earliest",
         consumer_max_fetch_size=MAX_MESSAGE_BYTES, web_enabled=False,
-        topic_disable_leader=True)
+        topic_disable_leader=True, broker_client_id="playstream-stream")
     app.processor = processor
-    source = app.topic(games_topic, key_serializer="raw", value_serializer="raw")
+    app.consumed_lag = {}
+    commits = SealedCommits(app, processor, games_topic)
+    source = app.topic(games_topic, key_serializer="raw", value_serializer="raw", acks=False)
 
     @app.on_partitions_assigned.connect
     async def _assigned(sender: Any, assigned: set[TP], **_: Any) -> None:
@@ -174,26 +230,32 @@ def build_app(bootstrap: str, *, group: str = PROCESSOR_GROUP, games_topic: str,
                   if tp.topic == games_topic}
         for tp, offset in wanted.items():
             await app.consumer.seek(tp, offset)
-        if wanted:
-            await app.consumer._commit(wanted)
+        await commits.commit({tp.partition: offset for tp, offset in wanted.items()})
 
     @app.on_partitions_revoked.connect
     async def _revoked(sender: Any, revoked: set[TP], **_: Any) -> None:
         for tp in revoked:
             if tp.topic == games_topic:
                 processor.revoke(tp.partition)
+                commits.forget(tp.partition)
+                app.consumed_lag.pop(tp.partition, None)
 
     @app.agent(source, name="playstream-games", concurrency=1,
                supervisor_strategy=CrashingSupervisor)
     async def _games(stream: faust.StreamT) -> None:
         async for event in stream.events():
             message = event.message
+            sealed = processor.counters.chunks
             processor.process(message.partition, message.offset, message.value,
-                              key=message.key)
+                              key=message.key, timestamp_s=message.timestamp)
+            if processor.counters.chunks != sealed:
+                await commits.commit()
 
     @app.timer(interval=tick_interval(max_age_s), name="playstream-tick")
     async def _tick() -> None:
         processor.tick()
+        await commits.commit()
+        _measure_lag(app, games_topic, metrics)
 
     @app.on_before_shutdown.connect
     async def _shutdown(sender: Any, **_: Any) -> None:
@@ -203,6 +265,20 @@ def build_app(bootstrap: str, *, group: str = PROCESSOR_GROUP, games_topic: str,
             start_at.close()
 
     return app
+
+
+def _measure_lag(app: ProcessorApp, topic: str, metrics: Metrics) -> None:
+    """Lag gauges from the end offsets the fetcher last saw (no extra request): the
+    records not yet sealed, and, for readiness, the records not yet processed."""
+    processor = app.processor
+    for partition, through in processor.sealed_through().items():
+        end = app.consumer.highwater(TP(topic, partition))
+        expected = processor.expected(partition)
+        if end is None or expected is None:
+            continue
+        metrics.partition_lag(topic, partition, max(0, end - through))
+        app.consumed_lag[partition] = max(0, end - expected)
+    metrics.open_rows(processor.open_rows)
 
 
 def run_worker(app: ProcessorApp, *, loglevel: str = "warning") -> int:

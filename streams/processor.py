@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from playstream.chunks import (ChunkOrigin, ChunkStore, ChunkWriter, SealedChunk,
@@ -28,6 +28,7 @@ from playstream.chunks import (ChunkOrigin, ChunkStore, ChunkWriter, SealedChunk
 from playstream.dataset.config import encoder_scope
 from playstream.errors import RecordError
 from playstream.incremental import IncrementalExporter
+from playstream.metrics import NULL_METRICS, Metrics
 from playstream.records import decode_msgpack
 from playstream.streams.deadletter import DeadLetter
 
@@ -55,11 +56,15 @@ class ProcessorCounters:
 
 @dataclass
 class _Owned:
-    """An assigned partition: its writer and the next offset it has not seen."""
+    """An assigned partition: its writer, the next offset it has not seen, where it started
+    (a replay start skips what lies before it), and the Kafka timestamps (offset, epoch
+    seconds) of its records not yet sealed, for the latency."""
 
     writer: ChunkWriter
     exporter: IncrementalExporter
     expected: int
+    start: int
+    unsealed_times: list[tuple[int, float]] = field(default_factory=list)
 
 
 class StreamProcessor:
@@ -70,7 +75,8 @@ class StreamProcessor:
     letter is durable when the callback returns synchronously. Dead letters are at least
     once: an unsealed invalid record is read and dead-lettered again by the next owner.
     ``announce`` is called after each seal. ``start_at(partition)`` gives a replay start
-    (an offset for a ``--from`` time); records before it are never read.
+    (an offset for a ``--from`` time); records before it are never read. ``metrics``
+    receives the counts and timings as they happen (`playstream.metrics`).
     """
 
     def __init__(self, store: ChunkStore, *, topic: str, feature_version: str,
@@ -79,7 +85,8 @@ class StreamProcessor:
                  announce: Callable[[SealedChunk], None],
                  start_at: Callable[[int], int | None] | None = None,
                  lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 metrics: Metrics = NULL_METRICS) -> None:
         topic_stream_id(topic, 0)  # ChunkError now for a topic name that cannot be a stream
         self.store = store
         self.topic = topic
@@ -94,6 +101,7 @@ class StreamProcessor:
         self._announce = announce
         self._start_at = start_at
         self._clock = clock
+        self.metrics = metrics
         self._owned: dict[int, _Owned] = {}
 
     @property
@@ -104,6 +112,18 @@ class StreamProcessor:
         """The next offset ``partition`` needs, None when it is not assigned here."""
         owned = self._owned.get(partition)
         return owned.expected if owned is not None else None
+
+    def sealed_through(self) -> dict[int, int]:
+        """Per assigned partition, one past its newest sealed offset (or the replay start, if
+        later: what lies before it is skipped on purpose): what the group commits so that
+        Kafka's own lag tools see the records that are not yet in a chunk."""
+        return {p: max(owned.writer.next_position, owned.start)
+                for p, owned in sorted(self._owned.items())}
+
+    @property
+    def open_rows(self) -> int:
+        """Rows held in the open chunks of every assigned partition."""
+        return sum(owned.writer.open_rows for owned in self._owned.values())
 
     def assign(self, partition: int) -> int:
         """Take ``partition`` and return the offset the consumer must seek to. Waits up to
@@ -123,7 +143,7 @@ class StreamProcessor:
             start = replay
         exporter = IncrementalExporter(writer, feature_version=self.feature_version,
                                        history_length=self.history_length)
-        self._owned[partition] = _Owned(writer, exporter, start)
+        self._owned[partition] = _Owned(writer, exporter, start, start)
         log.info("partition assigned", extra={"stream": stream, "offset": start,
                                               "resume": writer.next_position})
         return start
@@ -138,10 +158,11 @@ class StreamProcessor:
                                                  "offset": owned.expected})
 
     def process(self, partition: int, offset: int, payload: bytes | None,
-                key: bytes | None = None) -> None:
+                key: bytes | None = None, timestamp_s: float | None = None) -> None:
         """Handle the record at (``partition``, ``offset``): rows into the open chunk, or a
-        dead letter (also for a tombstone, ``payload`` None). Raises only for store or
-        dead-letter failures, after dropping the partition (see `_drop`)."""
+        dead letter (also for a tombstone, ``payload`` None). ``timestamp_s`` is the
+        record's Kafka timestamp, for the publish-to-sealed latency. Raises only for store
+        or dead-letter failures, after dropping the partition (see `_drop`)."""
         owned = self._owned.get(partition)
         if owned is None:
             self.counters.unowned += 1
@@ -156,6 +177,10 @@ class StreamProcessor:
             log.warning("offsets skipped: never delivered", extra={
                 "topic": self.topic, "partition": partition, "first": owned.expected,
                 "last": offset - 1})
+        self.metrics.record_consumed(self.topic, partition)
+        if timestamp_s is not None:
+            owned.unsealed_times.append((offset, timestamp_s))
+        started = time.monotonic()
         try:
             sealed = self._add(owned, partition, offset, payload, key)
         except Exception:
@@ -163,7 +188,7 @@ class StreamProcessor:
             raise
         owned.expected = offset + 1
         self.counters.processed += 1
-        self._sealed(sealed)
+        self._sealed(owned, sealed, started)
 
     def tick(self) -> None:
         """Seal the open chunks that reached ``max_age_s``, even on quiet partitions."""
@@ -181,12 +206,13 @@ class StreamProcessor:
 
     def _seal_each(self, seal: Callable[[ChunkWriter], list[SealedChunk]]) -> None:
         for partition, owned in list(self._owned.items()):
+            started = time.monotonic()
             try:
                 sealed = seal(owned.writer)
             except Exception:
                 self._drop(partition)
                 raise
-            self._sealed(sealed)
+            self._sealed(owned, sealed, started)
 
     def _add(self, owned: _Owned, partition: int, offset: int, payload: bytes | None,
              key: bytes | None) -> list[SealedChunk]:
@@ -218,13 +244,26 @@ class StreamProcessor:
     def _send_dead_letter(self, partition: int, offset: int, key: bytes | None,
                           payload: bytes, error: RecordError) -> None:
         self.counters.invalid += 1
+        self.metrics.record_invalid(self.topic, error.field or "record")
         self._dead_letter(DeadLetter(topic=self.topic, partition=partition, offset=offset,
                                      key=key, reason=error.message, field=error.field,
                                      game_id=error.game_id, payload=payload))
 
-    def _sealed(self, chunks: list[SealedChunk]) -> None:
+    def _sealed(self, owned: _Owned, chunks: list[SealedChunk], started: float) -> None:
+        if chunks:
+            self.metrics.seal_seconds(time.monotonic() - started)
+        times = owned.unsealed_times
+        through = owned.writer.next_position
+        if times and times[0][0] < through:  # a seal (maybe of invalid records only) passed
+            now = time.time()
+            done = next((i for i, (offset, _) in enumerate(times) if offset >= through),
+                        len(times))
+            for _, published in times[:done]:
+                self.metrics.publish_to_sealed_seconds(max(0.0, now - published))
+            del times[:done]
         for chunk in chunks:
             self.counters.chunks += 1
             self.counters.rows += chunk.rows
+            self.metrics.chunk_sealed(chunk.config_key, chunk.rows)
             log.info("chunk sealed", extra={"path": str(chunk.path), "rows": chunk.rows})
             self._announce(chunk)

@@ -5,7 +5,8 @@ chunk store's progress, or ``--from``) up to the end offsets seen when it starte
 it read, and stops. It uses the same `StreamProcessor` core as the live pipeline, so chunks
 are exactly-once and a killed replay resumes where its sealed chunks end. It assigns the
 partitions itself (no group rebalancing with the live processors) and commits its progress
-under its own group only for monitoring; the live pipeline is never touched: it writes to
+under its own group only for monitoring (after every seal, one past the newest sealed offset
+of each partition, as the live processor does); the live pipeline is never touched: it writes to
 its own chunk store and produces nothing (invalid records are counted, not dead-lettered).
 """
 from __future__ import annotations
@@ -74,6 +75,7 @@ def replay_topic(bootstrap: str, topic: str, store: ChunkStore, *, feature_versi
         for tp in tps:
             consumer.seek(tp, starts[tp])
         remaining = {tp for tp in tps if starts[tp] < ends[tp]}
+        committed: dict[int, int] = {}
         while remaining:
             for tp, messages in consumer.poll(timeout_ms=POLL_MS).items():
                 for msg in messages:
@@ -83,6 +85,7 @@ def replay_topic(bootstrap: str, topic: str, store: ChunkStore, *, feature_versi
                     result.records += 1
                     if progress is not None:
                         progress(1)
+                _commit_sealed(consumer, topic, processor, committed)
                 if consumer.position(tp) >= ends[tp]:
                     remaining.discard(tp)
         processor.finalize()
@@ -93,3 +96,13 @@ def replay_topic(bootstrap: str, topic: str, store: ChunkStore, *, feature_versi
         if start_at is not None:
             start_at.close()
     return result
+
+
+def _commit_sealed(consumer: KafkaConsumer, topic: str, processor: StreamProcessor,
+                   committed: dict[int, int]) -> None:
+    """Commit the sealed-through offsets that moved since the last commit."""
+    moved = {p: o for p, o in processor.sealed_through().items() if committed.get(p) != o}
+    if moved:
+        consumer.commit({TopicPartition(topic, p): OffsetAndMetadata(o, "", -1)
+                         for p, o in moved.items()})
+        committed.update(moved)

@@ -27,6 +27,7 @@ ON_DISK = {
                "stream": "playstream.games+3", "first": 10, "last": 12},
     "group": [CONFIG.key()],
     "games": ["g-1", "g-2"],
+    "moves_digests": ["5f" * 16, None],
     "skipped": [{"position": 11, "reason": "invalid record"}],
     "skipped_count": 1,
     "sealed_at": "2026-11-24T10:00:00.123456+00:00",
@@ -41,6 +42,11 @@ def rows(n: int, game: str) -> RowBatch:
                     policy_indices=np.zeros(n, np.int32), policy_values=np.ones(n, np.float32),
                     game_id=np.array([game] * n), move_number=np.arange(n, dtype=np.int32),
                     player=np.ones(n, np.int8), num_players=np.full(n, 2, np.int8))
+
+
+def test_chunks_without_move_digests_still_read() -> None:
+    older = {k: v for k, v in ON_DISK.items() if k != "moves_digests"}
+    assert ChunkMetadata.from_metadata({"extra": older}, path="c.npz").moves_digests == ()
 
 
 def test_the_documented_shape_parses_and_writes_back_unchanged() -> None:

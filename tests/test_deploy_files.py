@@ -1,32 +1,47 @@
 """The deployment files against the real CLI: every `playstream` invocation in the compose
 file and the systemd units is parsed by the real click commands (subcommand, options, value
-types, required options), without running anything. Docker and systemd are not needed."""
+types, required options) with the environment and the configuration file they are given,
+without running anything. Docker and systemd are not needed."""
 from __future__ import annotations
 
+import json
+import os
 import re
 import shlex
 from pathlib import Path, PurePosixPath
 from typing import Any
+from unittest import mock
 
 import click
 import pytest
 import yaml
+from click.testing import CliRunner
 
+from playstream.cli.config import CONFIG_ENV, apply_config, leaf_commands, read_toml
 from playstream.cli.main import main
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 COMPOSE = DEPLOY / "docker-compose.yml"
 SYSTEMD = DEPLOY / "systemd"
 ENV_EXAMPLE = SYSTEMD / "playstream.env.example"
+CONFIG_EXAMPLE = DEPLOY / "playstream.toml"
+INSTALLED_CONFIG = "/etc/playstream/playstream.toml"  # where both deployments put it
 UNITS = {"playstream-selfplay@.service": "selfplay", "playstream-stream@.service": "stream",
          "playstream-finalize.service": "finalize"}
 INSTANCE = "7"
+# What may stay on a command line: what differs per instance (seed, spool), the mode, the log
+# level, and selfplay's broker in compose (it is never read from the environment).
+# What an instance of a template unit picks for itself (its seed, spool, metrics port).
+PER_INSTANCE_FLAGS = {"--log-level", "--forever", "--seed", "--spool", "--metrics-port"}
 
 
-def check_invocation(argv: list[str], where: str) -> click.Context:
-    """Parse ``playstream <argv>`` with the real command group, as the shell would run it,
-    and return the subcommand's context; fails on an unknown subcommand or option, a bad
-    value or a missing required option."""
+def check_invocation(argv: list[str], where: str, env: dict[str, str] | None = None
+                     ) -> click.Context:
+    """Parse ``playstream <argv>`` with the real command group, as the shell would run it in
+    the environment ``env`` (only those PLAYSTREAM_ variables; its PLAYSTREAM_CONFIG, the
+    installed path, is read from deploy/playstream.toml), and return the subcommand's
+    context; fails on an unknown subcommand or option, a bad value or a missing required
+    option, wherever the value came from."""
     value_options = {o for p in main.params if isinstance(p, click.Option) and not p.is_flag
                      for o in p.opts}
     i = 0
@@ -35,15 +50,26 @@ def check_invocation(argv: list[str], where: str) -> click.Context:
     if i >= len(argv):
         pytest.fail(f"{where}: no subcommand in {argv}")
     name = argv[i]
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("PLAYSTREAM_")}
+    environ.update(env or {})
     try:
-        group = main.make_context("playstream", [*argv[:i], name])
-        command = main.get_command(group, name)
-        if command is None:
-            pytest.fail(f"{where}: `playstream {name}` does not exist (the CLI has "
-                        f"{', '.join(sorted(main.commands))})")
-        return command.make_context(name, argv[i + 1:], parent=group)
+        with mock.patch.dict(os.environ, environ, clear=True):
+            group = main.make_context("playstream", [*argv[:i], name])
+            config = group.params["config_file"]
+            if config is not None:
+                assert str(config) == INSTALLED_CONFIG, f"{where}: reads {config}"
+                apply_config(group, CONFIG_EXAMPLE)
+            command = main.get_command(group, name)
+            if command is None:
+                pytest.fail(f"{where}: `playstream {name}` does not exist (the CLI has "
+                            f"{', '.join(sorted(main.commands))})")
+            return command.make_context(name, argv[i + 1:], parent=group)
     except click.ClickException as err:
         pytest.fail(f"{where}: `playstream {' '.join(argv)}` is refused: {err.format_message()}")
+
+
+def flags(argv: list[str]) -> set[str]:
+    return {w for w in argv if w.startswith("--")}
 
 
 def option(ctx: click.Context, flag: str) -> Any:
@@ -137,7 +163,15 @@ def test_every_compose_service_runs_a_real_playstream_command(
         command = service["command"]
         assert isinstance(command, list) and command[0] == "playstream", \
             f"service {name} does not run playstream: {command}"
-        ctx = contexts[name] = check_invocation([str(w) for w in command[1:]], f"service {name}")
+        env = {k: str(v) for k, v in service["environment"].items()}
+        assert env[CONFIG_ENV] == INSTALLED_CONFIG
+        assert f"./{CONFIG_EXAMPLE.name}:{INSTALLED_CONFIG}:ro" in service["volumes"]
+        argv = [str(w) for w in command[1:]]
+        ctx = contexts[name] = check_invocation(argv, f"service {name}", env)
+        # The settings come from the file and the environment, not from repeated flags.
+        allowed = PER_INSTANCE_FLAGS | ({"--bootstrap-server"} if ctx.info_name == "selfplay"
+                                        else set())
+        assert flags(argv) <= allowed, f"service {name} repeats {flags(argv) - allowed}"
         assert option(ctx, "--bootstrap") == "kafka:9092"
         assert service["depends_on"]["kafka"]["condition"] == "service_healthy"
         assert service["restart"] == "on-failure" and service["stop_signal"] == "SIGTERM"
@@ -165,6 +199,13 @@ def test_every_compose_service_runs_a_real_playstream_command(
     for name in by_command["selfplay"]:
         assert under(str(option(contexts[name], "--spool")), mounts[name])
 
+    # every pipeline service serves its metrics on the port it exposes, to the network
+    for name, ctx in contexts.items():
+        port = option(ctx, "--metrics-port")
+        assert port and compose["services"][name]["expose"] == [str(port)], name
+        assert option(ctx, "--metrics-host") == "0.0.0.0", name
+        assert "ports" not in compose["services"][name], name  # not published to the host
+
 
 # -- systemd -------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
@@ -190,9 +231,13 @@ def test_systemd_unit_runs_a_real_playstream_command_confined(unit: str,
     assert writable
 
     (exec_start,) = service["ExecStart"]
-    ctx = check_invocation(exec_start_argv(unit, exec_start, env), unit)
+    argv = exec_start_argv(unit, exec_start, env)
+    ctx = check_invocation(argv, unit, env)
     assert ctx.info_name == UNITS[unit]
-    assert option(ctx, "--bootstrap") == env["PLAYSTREAM_BOOTSTRAP"]
+    assert flags(argv) <= PER_INSTANCE_FLAGS, f"{unit} repeats {flags(argv) - PER_INSTANCE_FLAGS}"
+    config, _ = read_toml(CONFIG_EXAMPLE)
+    assert option(ctx, "--bootstrap") == config[UNITS[unit]].get("bootstrap_servers",
+                                                                 config["bootstrap_servers"])
     paths = [str(v) for f in ("--chunks", "--output", "--spool")
              if any(f in p.opts for p in ctx.command.params)
              and (v := option(ctx, f)) is not None]
@@ -203,7 +248,31 @@ def test_systemd_unit_runs_a_real_playstream_command_confined(unit: str,
         assert PurePosixPath(str(option(ctx, "--spool"))).name.endswith(INSTANCE)
         assert "%i" in exec_start
     if UNITS[unit] in ("stream", "finalize"):
-        assert str(option(ctx, "--chunks")) == env["PLAYSTREAM_CHUNKS_DIR"]
+        assert str(option(ctx, "--chunks")) == config["chunks"]
+        # metrics on the loopback only, a distinct port per unit (per instance for stream)
+        assert option(ctx, "--metrics-host") == "127.0.0.1"
+        assert option(ctx, "--metrics-port") == (
+            int(f"941{INSTANCE}") if UNITS[unit] == "stream" else 9430)
+
+
+# -- the configuration file ----------------------------------------------------------------
+def test_the_example_config_holds_only_known_keys_with_valid_values() -> None:
+    """Every key is an option (loading refuses any other, naming it), and every command it
+    configures accepts its values: `config show COMMAND` converts them as the command would."""
+    doc, _ = read_toml(CONFIG_EXAMPLE)
+    tables = [k for k, v in doc.items() if isinstance(v, dict)]
+    assert set(tables) <= set(leaf_commands(main)) and {"selfplay", "stream", "finalize"} <= \
+        set(tables)
+    for command in ("selfplay", "stream", "finalize"):
+        result = CliRunner().invoke(main, ["--config", str(CONFIG_EXAMPLE), "config", "show",
+                                           "--json", command], env={CONFIG_ENV: None})
+        assert result.exit_code == 0, result.output
+        shown = {o["key"]: o for o in json.loads(result.output)["options"]}
+        for key, value in {**{k: v for k, v in doc.items() if k not in tables},
+                           **doc[command]}.items():
+            if key in shown:
+                assert shown[key]["source"] == "config file", (command, key)
+        assert {k for k, o in shown.items() if o["source"] == "missing"} <= {"games"}, command
 
 
 # -- the checker itself --------------------------------------------------------------------

@@ -22,7 +22,9 @@ SOURCE_FOLDERS = {"playstream": "playstream", "producers": "playstream.producers
 
 # Lowest layer first; a unit imports only units of earlier layers (or itself).
 LAYERS: list[set[str]] = [
-    {"playstream", "playstream.errors", "playstream.durable", "playstream.logs", "playstream.locks"},
+    {"playstream", "playstream.errors", "playstream.durable", "playstream.logs", "playstream.locks",
+     "playstream.digests", "playstream.metrics"},
+    {"playstream.rejects"},
     {"playstream.storage"},
     {"playstream.games"},
     {"playstream.records"},
@@ -39,6 +41,7 @@ LAYERS: list[set[str]] = [
     # edges: they depend on the core, never the reverse
     {"playstream.clients"},
     {"playstream.localkafka"},
+    {"playstream.prometheus"},
     {"playstream.producers"},
     {"playstream.streams"},
     {"playstream.consumers"},
@@ -48,7 +51,7 @@ LAYERS: list[set[str]] = [
 ]
 KAFKA_EDGES = {"playstream.clients", "playstream.producers", "playstream.streams",
                "playstream.consumers"}
-EDGES = KAFKA_EDGES | {"playstream.localkafka"}
+EDGES = KAFKA_EDGES | {"playstream.localkafka", "playstream.prometheus"}
 KAFKA_CLIENTS = {"kafka", "aiokafka", "faust", "mode"}
 # The object-store client is imported by the S3 backend of the storage port alone.
 OBJECT_STORE_CLIENTS = {"boto3", "botocore"}

@@ -2,6 +2,8 @@
 validation, a broker restart in the middle of publishing, and the `publish` command."""
 from __future__ import annotations
 
+import json
+
 import socket
 import threading
 import time
@@ -261,15 +263,24 @@ def test_publish_command_backfills_valid_games_and_reports_invalid_ones(
         with GameDatabase(path) as db:
             for r in valid[:4] + [wrong_winner] + valid[4:]:
                 db.write(r)
+    rejects_file = tmp_path / "rejects.jsonl"
     result = CliRunner().invoke(publish_cmd, [f"--{kind}", str(path), "--bootstrap",
                                               kafka_bootstrap, "--topic", topic,
-                                              "--partitions", "2"])
+                                              "--partitions", "2",
+                                              "--rejects", str(rejects_file)])
     assert result.exit_code == 0, result.output
     skipped = 2 if kind == "jsonl" else 1
-    assert f"publish: published=8 acknowledged=8 skipped={skipped}" in result.output
-    assert "skipped 1: invalid winner: recorded winner" in result.output
+    assert f"publish: published=8 acknowledged=8 skipped={skipped}" in result.stdout
+    assert "skipped 1: invalid winner" in result.stdout
+    where = "line=6" if kind == "jsonl" else "seq=5"
+    assert f"rejected: file={path} {where} game_id={wrong_winner.game_id} field=winner: " \
+           "recorded winner" in result.stderr
+    rejects = [json.loads(line) for line in rejects_file.read_text().splitlines()]
+    assert [r["field"] for r in rejects] == (["record", "winner"] if kind == "jsonl"
+                                             else ["winner"])
     if kind == "jsonl":
-        assert "skipped 1: invalid record: not a JSON record" in result.output
+        assert "skipped 1: invalid record" in result.stdout
+        assert rejects[0]["line"] == 5 and "not a JSON record" in rejects[0]["reason"]
     assert_exactly_once(consume_all(kafka_bootstrap, topic), valid)
     with Spool(tmp_path / f"games.{kind}.spool", max_bytes=1 << 20) as spool:
         assert spool.pending_count == 0

@@ -1,6 +1,7 @@
 """Replay and the demo, against the real broker of the test session."""
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 from collections import Counter
@@ -87,6 +88,15 @@ def test_demo_runs_the_whole_pipeline(kafka_bootstrap: str, tmp_path: Path) -> N
     rows = [load_npz_dataset(p).rows for p in files]
     game_ids = np.concatenate([r.game_id for r in rows])
     assert len(set(game_ids.tolist())) == 40
-    keys = Counter(zip(game_ids.tolist(), np.concatenate([r.move_number for r in rows]).tolist()))
+    move_numbers = np.concatenate([r.move_number for r in rows])
+    keys = Counter(zip(game_ids.tolist(), move_numbers.tolist()))
     assert max(keys.values()) == 1
+    # Two workers share the demo's seed, yet play 40 different games: the finalizer found no
+    # repeated move sequence, and independently of its digests, no two games have the same
+    # positions (the feature planes of a game's rows in move order follow from its moves).
+    assert manifest["totals"]["duplicate_moves"] == 0
+    features = np.concatenate([r.features for r in rows])
+    sequences = {hashlib.sha256(features[(game_ids == g)][np.argsort(
+        move_numbers[game_ids == g])].tobytes()).hexdigest() for g in set(game_ids.tolist())}
+    assert len(sequences) == 40
     assert run("validate", current / "train.npz").returncode == 0

@@ -141,9 +141,18 @@ def test_malformed_search_statistics_name_the_move(stats: tuple, message: str) -
     with pytest.raises(RecordError, match=message) as err:
         build_policy_targets(np.array([40, 50, 60]), search, np.arange(3), GEOMETRY,
                              game_id="g-6")
-    assert (err.value.field, err.value.game_id) == ("search", "g-6")
-    if "flat lists" not in message:
-        assert err.value.context["move"] == 1
+    # the move with statistics is named; flat-list errors concern the whole game's search
+    field = "search" if "flat lists" in message else "search[1]"
+    assert (err.value.field, err.value.game_id) == (field, "g-6")
+
+
+def test_a_move_without_statistics_is_named_as_a_move_not_search() -> None:
+    """The one-hot target of move 2 (no statistics) is off the board: the error blames
+    moves[2], not a search the record does not have."""
+    with pytest.raises(RecordError, match="off the board") as err:
+        build_policy_targets(np.array([40, 50, 0]), [None, None, None], np.arange(3), GEOMETRY,
+                             game_id="g-7")
+    assert err.value.field == "moves[2]"
 
 
 def test_policy_rounding_is_normalised_and_rows_are_sorted() -> None:

@@ -24,7 +24,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient
 from kafka.consumer.fetcher import ConsumerRecord
-from kafka.errors import CoordinatorNotAvailableError
+from kafka.errors import CoordinatorLoadInProgressError, CoordinatorNotAvailableError
 from kafka.structs import OffsetAndMetadata
 
 from playstream.chunks import ChunkStore
@@ -235,7 +235,7 @@ def commit_group_offsets(t: Topics, offsets: dict[int, int]) -> None:
                 admin.alter_group_offsets(t.group, {
                     TopicPartition(t.games, p): OffsetAndMetadata(o) for p, o in offsets.items()})
                 break
-            except CoordinatorNotAvailableError:
+            except (CoordinatorNotAvailableError, CoordinatorLoadInProgressError):
                 assert time.monotonic() < deadline, "no group coordinator within 30 s"
                 time.sleep(0.5)
         committed = admin.list_group_offsets(t.group)[t.group]

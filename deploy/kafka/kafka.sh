@@ -53,6 +53,8 @@ Commands:
   perf --bootstrap B --topic T --record-size S --num-records N [-- EXTRA_ARGS...]
                              Run org.apache.kafka.tools.ProducerPerformance (acks=all,
                              unthrottled); EXTRA_ARGS are passed to it.
+  groups ARGS...             Kafka's own kafka-consumer-groups.sh (ConsumerGroupCommand), e.g.
+                             groups --bootstrap-server B --describe --group G
   help                       Show this message.
 
 Files in DIR: server.properties, data/, broker.log, broker.pid, bootstrap, ports, format.log;
@@ -589,6 +591,11 @@ cmd_perf() {
     --bootstrap-server "$bootstrap" --command-property acks=all "$@"
 }
 
+cmd_groups() {   # Kafka's own kafka-consumer-groups.sh: every argument is passed through
+  fetch_one "$TOOLS_LIBS" -Ptools
+  run_java "$TOOLS_LIBS" org.apache.kafka.tools.consumer.group.ConsumerGroupCommand "$@"
+}
+
 # ---------------------------------------------------------------------------------------- main
 main() {
   [[ $# -gt 0 ]] || { usage >&2; exit 2; }
@@ -600,6 +607,7 @@ main() {
     restart) cmd_restart "$@" ;;
     status) cmd_status "$@" ;;
     perf) cmd_perf "$@" ;;
+    groups) cmd_groups "$@" ;;
     help|-h|--help) usage ;;
     *) usage >&2; exit 2 ;;
   esac

@@ -98,7 +98,9 @@ class ChunkMetadata:
 
     ``group``: the configurations sealed together for this range (a crash mid-group is found
     by comparing it with the chunks present); ``games``: the game_id of every game with rows
-    here, in stream order; ``skipped``: the first `MAX_SKIPPED_LISTED` skipped positions,
+    here, in stream order; ``moves_digests``: the digest of each of those games' move sequence
+(`GameRecord.moves_digest`, hex), for counting the same game under two ids (empty in chunks
+written before digests were recorded); ``skipped``: the first `MAX_SKIPPED_LISTED` skipped positions,
     ``skipped_count`` all of them; ``sealed_at``: the seal time (UTC), which orders chunks for
     windows and retention.
     """
@@ -109,6 +111,7 @@ class ChunkMetadata:
     origin: ChunkOrigin
     group: tuple[str, ...]
     games: tuple[str, ...]
+    moves_digests: tuple[str | None, ...]  # hex digest per game (None: unknown; () if absent)
     skipped: tuple[SkippedRecord, ...]
     skipped_count: int
     sealed_at: datetime
@@ -136,6 +139,7 @@ class ChunkMetadata:
                        "last": self.last},
             "group": list(self.group),
             "games": list(self.games),
+            "moves_digests": list(self.moves_digests),
             "skipped": [{"position": s.position, "reason": s.reason} for s in self.skipped],
             "skipped_count": self.skipped_count,
             "sealed_at": self.sealed_at.isoformat(),
@@ -151,6 +155,11 @@ class ChunkMetadata:
         group = _get(extra, "group", list, where, "extra")
         games = _get(extra, "games", list, where, "extra")
         skipped = _get(extra, "skipped", list, where, "extra")
+        digests = extra.get("moves_digests", [])
+        if not isinstance(digests, list) or (digests and len(digests) != len(games)) or not all(
+                d is None or (isinstance(d, str) and d) for d in digests):
+            raise ChunkError("must be a list with one digest (hex string or null) per game",
+                             path=where, field="extra.moves_digests")
         for fname, items in (("group", group), ("games", games)):
             bad = next((i for i, v in enumerate(items) if not isinstance(v, str) or not v), None)
             if bad is not None:
@@ -175,7 +184,8 @@ class ChunkMetadata:
                    first=_count(source, "first", where, "extra.source"),
                    last=_count(source, "last", where, "extra.source"),
                    origin=ChunkOrigin.from_json(source, path=where, prefix="extra.source"),
-                   group=tuple(group), games=tuple(games), skipped=tuple(listed),
+                   group=tuple(group), games=tuple(games), moves_digests=tuple(digests),
+                   skipped=tuple(listed),
                    skipped_count=_count(extra, "skipped_count", where, "extra"),
                    sealed_at=sealed_at)
 

@@ -45,6 +45,7 @@ class _OpenPart:
     config: DatasetConfig
     batches: list[RowBatch] = field(default_factory=list)
     games: list[str] = field(default_factory=list)
+    moves: list[str | None] = field(default_factory=list)  # hex moves digest per game
     rows: int = 0
     nbytes: int = 0
 
@@ -143,8 +144,11 @@ class ChunkWriter:
 
     def add(self, position: int, config: DatasetConfig | None = None,
             rows: RowBatch | None = None, *, game_id: str | None = None,
+            moves_digest: bytes | None = None,
             skipped: str | None = None) -> list[SealedChunk]:
-        """Record position ``position``: its rows for ``config``, or why it was skipped."""
+        """Record position ``position``: its rows for ``config``, or why it was skipped.
+        ``moves_digest`` (`GameRecord.moves_digest`) lets compaction find the same game
+        under two ids."""
         if position < self._next or (self._last is not None and position <= self._last):
             raise ChunkError(f"position {position} is not after the last one "
                              f"({self._last if self._last is not None else self._next - 1})",
@@ -170,6 +174,7 @@ class ChunkWriter:
             part.nbytes += batch_nbytes(rows)
             if game_id is not None:
                 part.games.append(game_id)
+                part.moves.append(None if moves_digest is None else moves_digest.hex())
         elif skipped is not None:
             self._skipped_count += 1
             if len(self._skipped) < MAX_SKIPPED_LISTED:
@@ -265,7 +270,8 @@ class ChunkWriter:
         tmp = self.store.temp_path(key, name, uuid.uuid4().hex)
         meta = ChunkMetadata(stream=self.stream, first=name.first, last=name.last,
                              origin=self.origin, group=tuple(group), games=tuple(part.games),
-                             skipped=tuple(self._skipped), skipped_count=self._skipped_count,
+                             moves_digests=tuple(part.moves), skipped=tuple(self._skipped),
+                             skipped_count=self._skipped_count,
                              sealed_at=datetime.now(timezone.utc))
         with NPZDatasetWriter(tmp, part.config, extra_metadata=meta.to_metadata()) as writer:
             for batch in part.batches:

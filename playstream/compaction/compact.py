@@ -42,11 +42,12 @@ from playstream.dataset import (DatasetConfig, NPZDatasetWriter, RowBatch, iter_
 from playstream.dataset.checks import row_shape
 from playstream.dataset.schema import (BATCH_ARRAYS, FIXED_DTYPES, FORMAT_VERSION,
                                        READABLE_VERSIONS, game_id_dtype)
-from playstream.errors import ChunkError, ConfigMismatchError, DatasetError, PlaystreamError
+from playstream.digests import DIGEST_BYTES, DIGEST_DTYPE, DigestSet
+from playstream.errors import (ChunkError, ConfigMismatchError, DatasetError,
+                               EmptyResultError, PlaystreamError)
 
 log = logging.getLogger(__name__)
 
-DIGEST_BYTES = 16
 MIN_MEMORY_BUDGET = 1 << 20
 # Row blocks read or written at once, and shuffle buckets, as fractions of the budget: a block
 # is held about three times over (read, selected, split), a bucket twice (loaded, permuted).
@@ -62,10 +63,13 @@ Progress = Callable[[int], None]
 class CompactOptions:
     """``window`` keeps the newest rows after dedup and sampling; ``val_fraction`` of the
     games (by a hash of game_id) go to val; ``sample_every`` keeps move_number % k == 0;
-    ``min_moves`` drops games with fewer rows in their chunk."""
+    ``min_moves`` drops games with fewer rows in their chunk. Games with one move sequence
+    under different ids (same game, board and players) are always counted; with
+    ``drop_duplicate_moves`` only the oldest is kept."""
 
     window: WindowPolicy = AllRows()
     dedup: bool = True
+    drop_duplicate_moves: bool = False
     shuffle: bool = False
     seed: int = 0
     val_fraction: float = 0.0
@@ -115,6 +119,7 @@ class CompactionResult:
     quarantined: list[QuarantinedChunk]
     bytes_written: int
     seconds: float
+    duplicate_moves: int = 0  # games repeating an older game's moves under another id
 
     @property
     def chunks_used(self) -> list[ChunkEntry]:
@@ -133,6 +138,7 @@ class _Chunk:
     rows: int
     sha256: str
     selection: Path  # uint8 code per row (UNUSED/TRAIN/VAL) in the work folder
+    skipped: int  # records of the chunk's range skipped when it was written
     row_bytes: int = 0  # uncompressed bytes of one row, on average
     usable: int = 0
     used: int = 0
@@ -146,7 +152,9 @@ class _Chunk:
 
 
 class _Counter:
-    """The running count handed to ``progress``: rows passed through any phase so far."""
+    """The running count handed to ``progress``: rows written to the outputs so far, so a
+    progress bar ends at the summary's ``rows`` (the verify and planning passes read the
+    chunks too, but counting them would count each row several times)."""
 
     def __init__(self, progress: Progress | None) -> None:
         self._progress = progress
@@ -158,37 +166,11 @@ class _Counter:
             self._progress(self.done)
 
 
-class _DigestSet:
-    """Distinct 16-byte digests in sorted levels, each more than twice the size of the next
-    (a log-structured merge): 16 bytes per member, O(log n) levels to search, and each digest
-    is merged O(log n) times."""
-
-    def __init__(self) -> None:
-        self._levels: list[np.ndarray] = []
-
-    def insert(self, keys: np.ndarray) -> np.ndarray:
-        """Add ``keys`` (dtype S16); True where a key was absent before and is its first
-        occurrence in ``keys``."""
-        unique, first = np.unique(keys, return_index=True)
-        absent = np.ones(unique.size, bool)
-        for level in self._levels:
-            pos = np.minimum(np.searchsorted(level, unique), level.size - 1)
-            absent &= level[pos] != unique
-        fresh = np.zeros(keys.size, bool)
-        fresh[first[absent]] = True
-        if absent.any():
-            self._levels.append(unique[absent])
-            while len(self._levels) > 1 and self._levels[-2].size <= 2 * self._levels[-1].size:
-                top = self._levels.pop()
-                self._levels[-1] = np.sort(np.concatenate([self._levels[-1], top]))
-        return fresh
-
-
 def _digests(ids: np.ndarray) -> np.ndarray:
     """blake2b-128 of each id (one hash per game, not per row)."""
     joined = b"".join(hashlib.blake2b(s.encode(), digest_size=DIGEST_BYTES).digest()
                       for s in ids.tolist())
-    return np.frombuffer(joined, dtype=f"S{DIGEST_BYTES}")
+    return np.frombuffer(joined, dtype=DIGEST_DTYPE)
 
 
 def val_side(game_ids: np.ndarray, val_fraction: float) -> np.ndarray:
@@ -205,9 +187,11 @@ def val_side(game_ids: np.ndarray, val_fraction: float) -> np.ndarray:
 
 def compact(store: ChunkStore, config_key: str | None, output: Path,
             options: CompactOptions = CompactOptions(), *,
-            progress: Progress | None = None) -> CompactionResult:
+            progress: Progress | None = None, allow_empty: bool = True) -> CompactionResult:
     """Compact the sealed chunks of ``config_key`` (None: the store's only configuration)
-    into ``output``: a ``.npz`` file, or a dataset directory of versions (see publish)."""
+    into ``output``: a ``.npz`` file, or a dataset directory of versions (see publish).
+    Without ``allow_empty``, a dataset of no rows is an EmptyResultError and nothing is
+    published."""
     started = time.monotonic()
     output = Path(output)
     if is_single_file(output) and (options.val_fraction > 0 or options.shard_rows is not None):
@@ -220,14 +204,17 @@ def compact(store: ChunkStore, config_key: str | None, output: Path,
     try:
         with Publication(output, keep_versions=options.keep_versions) as pub:
             chunks, config, quarantined = _verified_chunks(
-                store, key, pub.work_dir, options.memory_budget_bytes, counter)
-            _select_usable(chunks, options, counter)
+                store, key, pub.work_dir, options.memory_budget_bytes)
+            duplicates = _select_usable(chunks, options)  # reported by the caller
             _apply_window(chunks, options.window)
-            _plan_splits(chunks, options.val_fraction, counter)
-            outputs = _write(chunks, config, options, pub, quarantined, counter)
+            _plan_splits(chunks, options.val_fraction)
+            if not allow_empty and not any(c.used for c in chunks):
+                raise _empty_result(chunks, quarantined, key)
+            outputs = _write(chunks, config, options, pub, quarantined, counter, duplicates)
             games = {s: sum(c.split_games.get(s, 0) for c in chunks) for s in SPLITS}
             manifest = build_manifest(config, options.to_manifest(),
-                                      [c.entry() for c in chunks], quarantined, outputs, games)
+                                      [c.entry() for c in chunks], quarantined, outputs, games,
+                                      duplicates)
             files, manifest_path = pub.commit(manifest)
     except OSError as err:
         raise DatasetError(f"compaction failed, nothing was published: {err.strerror or err}",
@@ -238,7 +225,24 @@ def compact(store: ChunkStore, config_key: str | None, output: Path,
         val_rows=totals["val_rows"], outputs=files, manifest=manifest_path,
         chunks=[c.entry() for c in chunks], quarantined=quarantined,
         bytes_written=totals["bytes"] + manifest_path.stat().st_size,
-        seconds=time.monotonic() - started)
+        seconds=time.monotonic() - started, duplicate_moves=duplicates)
+
+
+def _empty_result(chunks: list[_Chunk], quarantined: list[QuarantinedChunk],
+                  key: str) -> EmptyResultError:
+    """Why nothing is left, by reason: records skipped at encoding, rows dropped by the
+    options, chunks quarantined."""
+    rows = sum(c.rows for c in chunks)
+    reasons = [f"{sum(c.skipped for c in chunks)} records skipped when the chunks were "
+               f"written (invalid or of another configuration)"]
+    if rows:
+        reasons.append(f"{rows} rows dropped by dedup, --min-moves, --sample-every, "
+                       f"--drop-duplicate-moves or --window")
+    if quarantined:
+        reasons.append(f"{len(quarantined)} chunks quarantined")
+    return EmptyResultError(f"no rows to publish from {len(chunks)} chunks: "
+                            + "; ".join(reasons) + " (--allow-empty publishes it anyway)",
+                            config=key)
 
 
 def _resolve_key(store: ChunkStore, config_key: str | None) -> str:
@@ -256,7 +260,7 @@ def _resolve_key(store: ChunkStore, config_key: str | None) -> str:
 
 
 # -- 1. verification ------------------------------------------------------------------------
-def _verified_chunks(store: ChunkStore, key: str, work: Path, budget: int, counter: _Counter
+def _verified_chunks(store: ChunkStore, key: str, work: Path, budget: int
                      ) -> tuple[list[_Chunk], DatasetConfig, list[QuarantinedChunk]]:
     """The sealed chunks that pass every check, oldest first by (sealed_at, name); the
     others are moved to quarantine. Refuses chunks whose configurations differ."""
@@ -281,8 +285,7 @@ def _verified_chunks(store: ChunkStore, key: str, work: Path, budget: int, count
                                       f"the folder of {key}", path=str(path))
         chunks.append(_Chunk(name, path, key, chunk_meta.sealed_at, chunk_meta.origin,
                              int(meta["rows"]), file_sha256(path),
-                             work / f"{index:08d}.selection.npy"))
-        counter.advance(chunks[-1].rows)
+                             work / f"{index:08d}.selection.npy", chunk_meta.skipped_count))
     if config is None:
         raise ChunkError(f"no valid sealed chunk for configuration {key} "
                          f"({len(quarantined)} quarantined)", config=key)
@@ -321,10 +324,14 @@ def _small_columns(chunk: _Chunk) -> tuple[np.ndarray, np.ndarray]:
 
 
 # -- 2. usable rows -------------------------------------------------------------------------
-def _select_usable(chunks: list[_Chunk], options: CompactOptions, counter: _Counter) -> None:
+def _select_usable(chunks: list[_Chunk], options: CompactOptions) -> int:
     """Oldest first: a game is a run of rows with one game_id and increasing move numbers
-    (so a record delivered twice in a row is two runs); the oldest run of each game wins."""
-    seen = _DigestSet() if options.dedup else None
+    (so a record delivered twice in a row is two runs); the oldest run of each game wins.
+    Returns the games that repeat an older game's move sequence under another id (from the
+    chunks' ``moves_digests``); they are dropped with ``drop_duplicate_moves``."""
+    seen = DigestSet() if options.dedup else None
+    seen_moves = DigestSet()
+    duplicates = 0
     for chunk in chunks:
         game_id, move = _small_columns(chunk)
         keep = np.zeros(game_id.size, bool)
@@ -332,13 +339,39 @@ def _select_usable(chunks: list[_Chunk], options: CompactOptions, counter: _Coun
             starts = np.flatnonzero(np.concatenate(
                 ([True], (game_id[1:] != game_id[:-1]) | (move[1:] <= move[:-1]))))
             lengths = np.diff(np.append(starts, game_id.size))
-            games = lengths >= options.min_moves
-            if seen is not None:
-                games &= seen.insert(_digests(game_id[starts]))
+            fresh = (seen.insert(_digests(game_id[starts])) if seen is not None
+                     else np.ones(starts.size, bool))
+            repeated = _repeated_moves(chunk, game_id[starts], fresh, seen_moves)
+            duplicates += int(repeated.sum())
+            games = fresh & (lengths >= options.min_moves)
+            if options.drop_duplicate_moves:
+                games &= ~repeated
             keep = np.repeat(games, lengths) & (move % options.sample_every == 0)
         chunk.usable = int(keep.sum())
         np.save(chunk.selection, keep.astype(np.uint8) * TRAIN, allow_pickle=False)
-        counter.advance(chunk.rows)
+    return duplicates
+
+
+def _repeated_moves(chunk: _Chunk, run_ids: np.ndarray, fresh: np.ndarray,
+                    seen_moves: DigestSet) -> np.ndarray:
+    """True for the fresh runs whose move sequence an older game already had. A chunk
+    written before the writer recorded ``moves_digests`` has none, so its games count as
+    distinct."""
+    extra = read_metadata(chunk.path).get("extra", {})
+    games, digests = extra.get("games"), extra.get("moves_digests")
+    repeated = np.zeros(run_ids.size, bool)
+    if not isinstance(games, list) or not isinstance(digests, list) or len(games) != len(
+            digests):
+        return repeated
+    by_id = {g: d for g, d in zip(games, digests) if isinstance(d, str)}
+    known = [i for i in np.flatnonzero(fresh).tolist() if run_ids[i] in by_id]
+    if known:
+        try:
+            keys = np.array([bytes.fromhex(by_id[run_ids[i]]) for i in known], DIGEST_DTYPE)
+        except ValueError:
+            return repeated  # not hex: the chunk passed validation, so ignore, don't guess
+        repeated[known] = ~seen_moves.insert(keys)
+    return repeated
 
 
 # -- 3. window ------------------------------------------------------------------------------
@@ -362,7 +395,7 @@ def _apply_window(chunks: list[_Chunk], window: WindowPolicy) -> None:
 
 
 # -- 4. plan --------------------------------------------------------------------------------
-def _plan_splits(chunks: list[_Chunk], val_fraction: float, counter: _Counter) -> None:
+def _plan_splits(chunks: list[_Chunk], val_fraction: float) -> None:
     """Train or val for every used row, and the exact rows and games per side. After dedup
     a game lies in one chunk only, so per-chunk distinct counts add up."""
     for chunk in chunks:
@@ -376,7 +409,6 @@ def _plan_splits(chunks: list[_Chunk], val_fraction: float, counter: _Counter) -
         for split, code in _CODES.items():
             chunk.split_rows[split] = int((codes == code).sum())
             chunk.split_games[split] = int(np.unique(game_id[codes == code]).size)
-        counter.advance(chunk.rows)
 
 
 # -- 5. write -------------------------------------------------------------------------------
@@ -385,8 +417,10 @@ class _SplitSink:
     (``train-00000.npz``, ...). A split always gets at least one (possibly empty) file."""
 
     def __init__(self, split: str, pub: Publication, config: DatasetConfig,
-                 options: CompactOptions, block_rows: int, extra: dict[str, Any]) -> None:
+                 options: CompactOptions, block_rows: int, extra: dict[str, Any],
+                 counter: _Counter) -> None:
         self.split = split
+        self._counter = counter
         self._pub = pub
         self._config = config
         self._options = options
@@ -419,6 +453,7 @@ class _SplitSink:
                                else batch.take(np.arange(done, done + count)))
             done += count
             self._rows += count
+            self._counter.advance(count)
             if self._rows == limit:
                 self._close_writer()
 
@@ -443,7 +478,7 @@ class _SplitSink:
 
 def _write(chunks: list[_Chunk], config: DatasetConfig, options: CompactOptions,
            pub: Publication, quarantined: list[QuarantinedChunk],
-           counter: _Counter) -> list[OutputEntry]:
+           counter: _Counter, duplicates: int) -> list[OutputEntry]:
     budget = options.memory_budget_bytes
     row_bytes = max((c.row_bytes for c in chunks if c.used), default=1)
     if options.dense_policy:
@@ -457,14 +492,15 @@ def _write(chunks: list[_Chunk], config: DatasetConfig, options: CompactOptions,
         planned = [OutputEntry(pub.output.name, "train", train_rows, train_games, None, None)]
         extra["manifest"] = build_manifest(config, options.to_manifest(),
                                            [c.entry() for c in chunks], quarantined, planned,
-                                           {"train": train_games})
+                                           {"train": train_games}, duplicates)
     splits = SPLITS if options.val_fraction > 0 else SPLITS[:1]
-    sinks = {s: _SplitSink(s, pub, config, options, block_rows, extra) for s in splits}
+    sinks = {s: _SplitSink(s, pub, config, options, block_rows, extra, counter)
+             for s in splits}
     try:
         if options.shuffle:
-            _shuffled_write(chunks, config, sinks, options, pub.work_dir, block_rows, counter)
+            _shuffled_write(chunks, config, sinks, options, pub.work_dir, block_rows)
         else:
-            for rows, codes in _selected_rows(chunks, block_rows, counter):
+            for rows, codes in _selected_rows(chunks, block_rows):
                 for split, part in _by_split(rows, codes):
                     sinks[split].write(part)
         for sink in sinks.values():
@@ -483,7 +519,7 @@ def _describe_output(path: Path, split: str, rows: int, pub: Publication) -> Out
     return OutputEntry(name, split, rows, games, file_sha256(path), path.stat().st_size)
 
 
-def _selected_rows(chunks: list[_Chunk], block_rows: int, counter: _Counter
+def _selected_rows(chunks: list[_Chunk], block_rows: int
                    ) -> Iterator[tuple[RowBatch, np.ndarray]]:
     """The used rows in chunk order, in blocks, with their split codes. Each chunk is read
     to its end, so its checksums are verified before anything derived from it is published."""
@@ -498,7 +534,6 @@ def _selected_rows(chunks: list[_Chunk], block_rows: int, counter: _Counter
             picked = np.flatnonzero(part)
             if picked.size:
                 yield (batch if picked.size == len(batch) else batch.take(picked)), part[picked]
-            counter.advance(len(batch))
 
 
 def _by_split(rows: RowBatch, codes: np.ndarray) -> Iterator[tuple[str, RowBatch]]:
@@ -570,7 +605,7 @@ class _Buckets:
 
 def _shuffled_write(chunks: list[_Chunk], config: DatasetConfig,
                     sinks: dict[str, _SplitSink], options: CompactOptions, work: Path,
-                    block_rows: int, counter: _Counter) -> None:
+                    block_rows: int) -> None:
     """Scatter every used row to a random bucket of its split, then permute each bucket in
     memory. A bucket is an eighth of the budget: it is held twice while permuted, next to the
     writer's fixed blocks; the result depends only on the seed, the data and the budget."""
@@ -581,20 +616,18 @@ def _shuffled_write(chunks: list[_Chunk], config: DatasetConfig,
         split_bytes = sum(c.split_rows.get(split, 0) * c.row_bytes for c in chunks)
         buckets[split] = _Buckets(work / f"buckets-{split}",
                                   max(1, math.ceil(split_bytes / bucket_bytes)), config)
-    for rows, codes in _selected_rows(chunks, block_rows, counter):
+    for rows, codes in _selected_rows(chunks, block_rows):
         for split, part in _by_split(rows, codes):
             buckets[split].scatter(part, rng)
     for split, split_buckets in buckets.items():
         for b in range(len(split_buckets.paths)):
-            counter.advance(_merge_bucket(split_buckets, b, sinks[split], rng))
+            _merge_bucket(split_buckets, b, sinks[split], rng)
 
 
 def _merge_bucket(buckets: _Buckets, b: int, sink: _SplitSink,
-                  rng: np.random.Generator) -> int:
-    """Write bucket ``b`` in a random order; returns its rows. A function of its own so that
-    the bucket is freed before the next one is loaded."""
+                  rng: np.random.Generator) -> None:
+    """Write bucket ``b`` in a random order. A function of its own so that the bucket is
+    freed before the next one is loaded."""
     rows = buckets.load(b)
-    if rows is None:
-        return 0
-    sink.write(rows.take(rng.permutation(len(rows))))
-    return len(rows)
+    if rows is not None:
+        sink.write(rows.take(rng.permutation(len(rows))))

@@ -78,9 +78,10 @@ class OutputEntry:
 
 def build_manifest(config: DatasetConfig, options: dict[str, Any], chunks: list[ChunkEntry],
                    quarantined: list[QuarantinedChunk], outputs: list[OutputEntry],
-                   games: dict[str, int]) -> dict[str, Any]:
+                   games: dict[str, int], duplicate_moves: int) -> dict[str, Any]:
     """``games`` holds the distinct games per split (a shuffled game spreads over shards, so
-    the per-file counts do not add up to it)."""
+    the per-file counts do not add up to it); ``duplicate_moves`` the games that repeat an
+    older game's move sequence under another id (kept unless the options drop them)."""
     rows = {s: sum(o.rows for o in outputs if o.split == s) for s in SPLITS}
     return {
         "format": MANIFEST_FORMAT,
@@ -104,6 +105,7 @@ def build_manifest(config: DatasetConfig, options: dict[str, Any], chunks: list[
             "chunks_used": sum(1 for c in chunks if c.rows_used),
             "quarantined": len(quarantined),
             "bytes": sum(o.bytes or 0 for o in outputs),
+            "duplicate_moves": duplicate_moves,
         },
     }
 

@@ -37,18 +37,21 @@ def build_policy_targets(moves: np.ndarray, search: Sequence[SoftTarget | None],
     """Targets for the rows ``rows`` (move numbers) of one game.
 
     ``moves[t]`` is the move played at t and ``search[t]`` its statistics or None. Rejects
-    (RecordError, field ``search``, naming the move) mismatched list lengths, empty
+    (RecordError naming the field: ``search[t]`` for a move with statistics, ``moves[t]``
+    for the one-hot target of a move without) mismatched list lengths, empty
     distributions, non-integer, off-board or repeated indices, and negative, non-finite or
     non-normalised probabilities.
     """
     rows = np.asarray(rows, dtype=np.int64)
     picked = [search[t] for t in rows.tolist()]
+    fields = [f"moves[{t}]" if s is None else f"search[{t}]" for t, s in zip(rows.tolist(),
+                                                                           picked)]
     n_indices = np.fromiter((1 if s is None else len(s[0]) for s in picked), np.int64, rows.size)
     n_probs = np.fromiter((1 if s is None else len(s[1]) for s in picked), np.int64, rows.size)
-    _reject_rows(n_indices != n_probs, rows, game_id,
+    _reject_rows(n_indices != n_probs, fields, game_id,
                  "search statistics have different numbers of indices and probabilities")
-    _reject_rows(n_indices == 0, rows, game_id, "search statistics are empty")
-    _reject_rows(n_indices > geometry.policy_size, rows, game_id,
+    _reject_rows(n_indices == 0, fields, game_id, "search statistics are empty")
+    _reject_rows(n_indices > geometry.policy_size, fields, game_id,
                  f"search statistics have more entries than the policy size "
                  f"{geometry.policy_size}")
 
@@ -63,18 +66,18 @@ def build_policy_targets(moves: np.ndarray, search: Sequence[SoftTarget | None],
     in_range = (indices >= 0) & (indices < geometry.policy_size)
     on_board = np.zeros_like(in_range)
     on_board[in_range] = geometry.valid.ravel()[indices[in_range]]
-    _reject_entries(~on_board, entry_row, rows, game_id, "policy index is off the board")
-    _reject_entries(~np.isfinite(probs) | (probs < 0), entry_row, rows, game_id,
+    _reject_entries(~on_board, entry_row, fields, game_id, "policy index is off the board")
+    _reject_entries(~np.isfinite(probs) | (probs < 0), entry_row, fields, game_id,
                     "probability is negative or not finite")
     sums = np.bincount(entry_row, weights=probs, minlength=rows.size)
-    _reject_rows(np.abs(sums - 1.0) > PROBABILITY_TOLERANCE, rows, game_id,
+    _reject_rows(np.abs(sums - 1.0) > PROBABILITY_TOLERANCE, fields, game_id,
                  f"probabilities do not sum to 1 (tolerance {PROBABILITY_TOLERANCE})")
 
     order = np.lexsort((indices, entry_row))
     indices, probs, entry_row = indices[order], probs[order], entry_row[order]
     repeated = np.zeros(indices.size, dtype=bool)
     repeated[1:] = (entry_row[1:] == entry_row[:-1]) & (indices[1:] == indices[:-1])
-    _reject_entries(repeated, entry_row, rows, game_id, "policy index appears twice")
+    _reject_entries(repeated, entry_row, fields, game_id, "policy index appears twice")
 
     indptr = np.zeros(rows.size + 1, dtype=np.int64)
     np.cumsum(n_indices, out=indptr[1:])
@@ -97,15 +100,16 @@ def _flat_array(items: Iterable[object], kinds: str, what: str,
     return array
 
 
-def _reject_rows(bad: np.ndarray, rows: np.ndarray, game_id: str | None, message: str) -> None:
+def _reject_rows(bad: np.ndarray, fields: list[str], game_id: str | None,
+                 message: str) -> None:
     hits = np.flatnonzero(bad)
     if hits.size:
-        raise RecordError(f"{message} ({hits.size} row(s))", field="search", game_id=game_id,
-                          move=int(rows[hits[0]]))
+        raise RecordError(f"{message} ({hits.size} row(s))", field=fields[hits[0]],
+                          game_id=game_id)
 
 
-def _reject_entries(bad: np.ndarray, entry_row: np.ndarray, rows: np.ndarray,
+def _reject_entries(bad: np.ndarray, entry_row: np.ndarray, fields: list[str],
                     game_id: str | None, message: str) -> None:
-    row_bad = np.zeros(rows.size, dtype=bool)
+    row_bad = np.zeros(len(fields), dtype=bool)
     row_bad[entry_row[bad]] = True
-    _reject_rows(row_bad, rows, game_id, message)
+    _reject_rows(row_bad, fields, game_id, message)

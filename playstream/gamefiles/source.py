@@ -20,3 +20,9 @@ def open_game_source(path: str | Path, *, start: int = 1) -> Iterator[SourceItem
     if p.suffix == ".db":
         return iter_database(p, start=start)
     raise GameFileError("unknown game file type: expected .jsonl or .db", file=str(p))
+
+
+def position_context(path: str | Path, position: int) -> dict[str, str | int]:
+    """Where record ``position`` of a game file is, as error context: the line of a JSONL
+    file, the ``seq`` of a game database."""
+    return {"file": str(path), ("line" if Path(path).suffix == ".jsonl" else "seq"): position}

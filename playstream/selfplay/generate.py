@@ -1,8 +1,9 @@
-"""Self-play games as validated records, reproducible from (seed, game index).
+"""Self-play games as validated records, reproducible from (seed, worker, game index).
 
-Each game's seed is derived from the run seed and the game's index, so a worker that is
-restarted with the same seed regenerates the same games with the same ids instead of
-producing near-duplicates.
+Each game's seed is derived from the run seed, the worker's name and the game's index: a
+worker that is restarted with the same seed regenerates exactly its own games with the same
+ids, and two workers started with one seed (the demo's, or a fleet's) play different games
+instead of the same games under different ids, which deduplication by id cannot catch.
 """
 from __future__ import annotations
 
@@ -30,8 +31,13 @@ def make_agent(name: str, seed: int, simulations: int) -> Agent:
     raise PlaystreamError(f"unknown agent {name!r}; choose one of {', '.join(AGENTS)}")
 
 
-def game_seed(run_seed: int, index: int) -> int:
-    return int(np.random.SeedSequence([run_seed, index]).generate_state(1, np.uint64)[0] >> 1)
+def game_seed(run_seed: int, worker: str, index: int) -> int:
+    """The seed of game ``index`` of ``worker``: a SeedSequence of (run seed, a 64-bit digest
+    of the worker's name, index), as a non-negative 63-bit integer (it is stored in the
+    record)."""
+    worker_key = int.from_bytes(hashlib.blake2b(worker.encode(), digest_size=8).digest(), "big")
+    entropy = [run_seed % 2**64, worker_key, index]
+    return int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0] >> 1)
 
 
 def game_id(game_name: str, board_type: str, num_players: int, source: Source,
@@ -48,7 +54,8 @@ def generate_records(*, game_name: str = "connect", board_type: str, num_players
                      agent: str, seed: int, start: int = 0, count: int | None = None,
                      simulations: int = 64, node: str | None = None,
                      worker: str = "0") -> Iterator[GameRecord]:
-    """Play games ``start``, ``start+1``, ... (forever when ``count`` is None)."""
+    """Play games ``start``, ``start+1``, ... of ``worker`` (forever when ``count`` is
+    None)."""
     game = get_game(game_name)
     node = node or socket.gethostname()
     player = make_agent(agent, seed, simulations)
@@ -58,7 +65,7 @@ def generate_records(*, game_name: str = "connect", board_type: str, num_players
     source = Source(node=node[:256], worker=worker, agent=agent, settings=settings)
     index = start
     while count is None or index < start + count:
-        gseed = game_seed(seed, index)
+        gseed = game_seed(seed, worker, index)
         created = datetime.now(timezone.utc)
         played = play_game(game, board_type, num_players, player, gseed)
         assert played.outcome is not None  # no max_moves: the game always ends
