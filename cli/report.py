@@ -7,7 +7,7 @@ import click
 
 from playstream.cli.common import (Summary, kafka_extra, needs_extra, progress,
                                    reports_errors)
-from playstream.cli.options import bootstrap_option, progress_option, shared_option
+from playstream.cli.options import bootstrap_option, dlq_topic_option, progress_option
 from playstream.report.stats import collect, find_sources
 from playstream.topics import DEFAULT_DLQ_TOPIC
 
@@ -23,9 +23,8 @@ MAX_DEAD_LETTERS = 100_000
 @bootstrap_option(required=False,
                   help_text="Kafka bootstrap servers HOST:PORT[,...]: with --dlq-topic, add "
                             "the dead-letter reasons.")
-@shared_option("--dlq-topic", default=None,
-               help=f"Dead-letter topic to count reasons of (e.g. {DEFAULT_DLQ_TOPIC}); "
-                    "needs --bootstrap-server.")
+@dlq_topic_option(None, help_text=f"Dead-letter topic to count the reasons of (e.g. "
+                                  f"{DEFAULT_DLQ_TOPIC}); needs --bootstrap-server.")
 @click.option("--max-dead-letters", type=click.IntRange(1, 10_000_000),
               default=MAX_DEAD_LETTERS, show_default=True,
               help="Read at most the newest N dead letters of each partition.")
