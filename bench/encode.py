@@ -2,7 +2,8 @@
 
     python bench/encode.py [--games 20] [--repeats 5] [--feature-version v2] [--history 3]
 
-For each board: plays random 2-player games, then times `encode_game_rows` over all of them
+For each board (connect's four, and OpenSpiel's go 9x9 and chess when the openspiel extra is
+installed): plays random 2-player games, then times `encode_game_rows` over all of them
 (features, globals, values, CSR policy) and, as the baseline measured in the same run, the
 time `np.save` needs just to write the resulting arrays to a file. Prints medians over the
 repeats and the ratio encode/write (how many times slower than merely writing the output).
@@ -19,10 +20,11 @@ import numpy as np
 
 from playstream.encoders.rows import encode_game_rows
 from playstream.encoders.versions import ExportSettings
-from playstream.games import get_game
+from playstream.games import available_games, get_game
 from playstream.selfplay import generate_records
 
-BOARDS = ("square8", "square19", "hex8", "hexagonal")
+BOARDS = (("connect", "square8"), ("connect", "square19"), ("connect", "hex8"),
+          ("connect", "hexagonal"), ("openspiel", "go(board_size=9)"), ("openspiel", "chess"))
 
 
 def main() -> None:
@@ -32,16 +34,19 @@ def main() -> None:
     ap.add_argument("--feature-version", default="v2")
     ap.add_argument("--history", type=int, default=3)
     args = ap.parse_args()
-    game = get_game("connect")
-    print(f"{'board':10} {'positions':>9} {'MB out':>8} {'pos/s (median)':>15} "
-          f"{'np.save MB/s':>13} {'encode/write':>13}")
-    for board in BOARDS:
-        records = list(generate_records(board_type=board, num_players=2, agent="random",
-                                        seed=1, count=args.games, node="bench"))
+    print(f"{'board':18} {'positions':>9} {'MB out':>8} {'pos/s (median)':>15} "
+          f"{'bytes/row':>10} {'np.save MB/s':>13} {'encode/write':>13}")
+    for game_name, board in BOARDS:
+        if game_name not in available_games():
+            continue
+        game = get_game(game_name)
+        version = args.feature_version if game_name == "connect" else None
+        records = list(generate_records(game_name=game_name, board_type=board, num_players=2,
+                                        agent="random", seed=1, count=args.games,
+                                        node="bench"))
         replays = [game.replay(board, 2, r.moves) for r in records]
-        settings = ExportSettings(board_type=board, num_players=2,
-                                  feature_version=args.feature_version,
-                                  history_length=args.history)
+        settings = ExportSettings(game=game_name, board_type=board, num_players=2,
+                                  feature_version=version, history_length=args.history)
         encode_times, write_times = [], []
         for _ in range(args.repeats):
             t0 = time.perf_counter()
@@ -60,8 +65,8 @@ def main() -> None:
         positions = sum(len(b) for b in batches)
         nbytes = sum(a.nbytes for a in arrays.values())
         enc, wr = statistics.median(encode_times), statistics.median(write_times)
-        print(f"{board:10} {positions:9d} {nbytes / 1e6:8.1f} {positions / enc:15,.0f} "
-              f"{nbytes / 1e6 / wr:13,.0f} {enc / wr:13.1f}")
+        print(f"{board:18} {positions:9d} {nbytes / 1e6:8.1f} {positions / enc:15,.0f} "
+              f"{nbytes / positions:10,.0f} {nbytes / 1e6 / wr:13,.0f} {enc / wr:13.1f}")
 
 
 if __name__ == "__main__":

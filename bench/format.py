@@ -66,7 +66,7 @@ def main() -> None:
         n = len(rows)
         with tempfile.TemporaryDirectory() as tmp:
             dense, packed, deflated = (Path(tmp) / f"{k}.npz" for k in ("d", "p", "z"))
-            sizes = (write(dense, rows, settings, format_version=1),
+            sizes = (write(dense, rows, settings, format_version=2),
                      write(packed, rows, settings),
                      write(deflated, rows, settings, compress=True))
             storage = read_metadata(packed)["feature_storage"]

@@ -22,6 +22,7 @@ from playstream.cli.options import ENV_PREFIX, bootstrap_option
 from playstream.compaction.publish import read_manifest
 from playstream.encoders.versions import ExportSettings
 from playstream.errors import PlaystreamError
+from playstream.games import get_game
 from playstream.topics import DEFAULT_CHUNKS_TOPIC, DEFAULT_DLQ_TOPIC, DEFAULT_GAMES_TOPIC
 
 CLI = [sys.executable, "-m", "playstream"]
@@ -77,8 +78,8 @@ def _published_games(dataset: Path) -> int:
               help="Games to play, split across the workers.")
 @click.option("--workers", type=click.IntRange(1, 16), default=2, show_default=True,
               help="Self-play worker processes.")
-@click.option("--board-type", default="square8", show_default=True,
-              help="Board of the built-in connect game.")
+@click.option("--board-type", default=None,
+              help="Board of the built-in connect game (default: its first board type).")
 @click.option("--num-players", type=click.IntRange(2, 4), default=2, show_default=True,
               help="Players per game.")
 @click.option("--agent", type=click.Choice(["random", "mcts"]), default="random",
@@ -86,7 +87,8 @@ def _published_games(dataset: Path) -> int:
 @click.option("--timeout", type=click.IntRange(10, None), default=600, show_default=True,
               help="Seconds to wait for the dataset before giving up.")
 @reports_errors
-def demo_cmd(bootstrap: str | None, work_dir: Path, games: int, workers: int, board_type: str,
+def demo_cmd(bootstrap: str | None, work_dir: Path, games: int, workers: int,
+             board_type: str | None,
              num_players: int, agent: str, timeout: int) -> None:
     """Run self-play → Kafka → stream processor → finalizer for a bounded number of games."""
     with kafka_extra("demo"):
@@ -95,6 +97,7 @@ def demo_cmd(bootstrap: str | None, work_dir: Path, games: int, workers: int, bo
     work_dir = work_dir.resolve()
     logs = work_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
+    board_type = board_type or get_game("connect").board_types[0]
     key = ExportSettings(board_type=board_type, num_players=num_players).dataset_config().key()
     chunks, datasets = work_dir / "chunks", work_dir / "datasets"
     broker = None

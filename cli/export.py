@@ -11,7 +11,7 @@ import click
 from playstream.chunks import ChunkOrigin, ChunkStore, ChunkWriter, file_stream_id
 from playstream.cli.common import RejectLog, Summary, progress, reports_errors
 from playstream.cli.options import (EncoderChoice, allow_empty_option, chunk_rows_option,
-                                    chunk_store_option, compaction_options, encoder_options,
+                                    chunk_store_option, compaction_options, encoder_options, game_option,
                                     progress_option, rejects_option, shared_option)
 from playstream.compaction.compact import CompactOptions, CompactionResult, compact
 from playstream.dataset.config import encoder_scope
@@ -19,6 +19,7 @@ from playstream.encoders.cache import ExportCache
 from playstream.encoders.versions import ExportSettings
 from playstream.errors import EmptyResultError, GameFileError
 from playstream.gamefiles import open_game_source, position_context
+from playstream.games import MAX_SEATS
 from playstream.incremental import AddResult, IncrementalExporter, RecordFilter
 from playstream.records import GameRecord
 from playstream.rejects import Reject, field_family
@@ -30,7 +31,7 @@ CONFIG_TAG = re.compile(
 def discover_game_files(root: Path, board_type: str, num_players: int) -> list[Path]:
     """Game files under ``root`` by the documented convention: every ``*.db`` and ``*.jsonl``
     below it (hidden folders and ``*.chunks`` folders excluded). A file whose name carries a
-    configuration tag ``<board>_<n>p`` (``hex8_3p_node7.db``) is taken only for that
+    configuration tag ``<board>_<n>p`` (``<board>_3p_node7.db``) is taken only for that
     configuration; untagged files are read and filtered record by record."""
     if not root.is_dir():
         raise GameFileError("discovery folder does not exist", file=str(root))
@@ -146,11 +147,9 @@ def _export_file(src: Path, exporter: IncrementalExporter, limit: int | None,
 @click.option("--use-discovery", "discovery", type=click.Path(path_type=Path), default=None,
               help="Find game files under this folder (see README, 'Discovery').")
 @click.option("--board-type", required=True,
-              help="A board of the game (connect: square8, square19, hex8, hexagonal).")
-@click.option("--num-players", required=True, type=click.IntRange(2, 4),
-              help="Players of the configuration to export.")
-@click.option("--game", "game_name", default="connect", show_default=True,
-              help="Registered game (entry point group playstream.games).")
+              help="A board type of the game (`playstream games` lists them).")
+@click.option("--num-players", required=True, type=click.IntRange(1, MAX_SEATS))
+@game_option
 @click.option("--output", required=True, type=click.Path(path_type=Path),
               help="OUT.npz (one file) or a folder (versions + 'current' link).")
 @encoder_options
@@ -185,10 +184,11 @@ def export_cmd(dbs: tuple[Path, ...], jsonls: tuple[Path, ...], discovery: Path 
     cache = ExportCache(cache_dir) if cache_dir else None
     summary = Summary("export")
     exported = 0
+    feature_version = encoder.version_for(game_name)
     config = ExportSettings(game=game_name, board_type=board_type, num_players=num_players,
-                            feature_version=encoder.feature_version,
+                            feature_version=feature_version,
                             history_length=encoder.history_length).dataset_config()
-    scope = encoder_scope(encoder.feature_version, encoder.history_length)
+    scope = encoder_scope(feature_version, encoder.history_length)
     with RejectLog(rejects_path) as rejects:
         for src in sources:
             if max_games is not None and exported >= max_games:
@@ -198,7 +198,7 @@ def export_cmd(dbs: tuple[Path, ...], jsonls: tuple[Path, ...], discovery: Path 
                                  always=(config,),
                                  origin=ChunkOrigin.game_file(src))
             exporter = IncrementalExporter(
-                writer, feature_version=encoder.feature_version,
+                writer, feature_version=feature_version,
                 history_length=encoder.history_length, cache=cache,
                 accept=config_filter(game_name, board_type, num_players))
             try:

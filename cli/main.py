@@ -12,6 +12,7 @@ from playstream.cli.datasets import inspect_cmd, validate_cmd
 from playstream.cli.demo import demo_cmd
 from playstream.cli.export import compact_cmd, export_cmd
 from playstream.cli.finalize import finalize_cmd
+from playstream.cli.games import games_cmd
 from playstream.cli.gamefiles import state_pool_cmd, to_jsonl_cmd
 from playstream.cli.publish import publish_cmd
 from playstream.cli.replay import replay_cmd
@@ -49,7 +50,7 @@ def main(ctx: click.Context, log_level: str, config_file: Path | None) -> None:
     apply_config(ctx, config_file)
 
 
-for command in (demo_cmd, selfplay_cmd, publish_cmd, stream_cmd, finalize_cmd, replay_cmd,
+for command in (games_cmd, demo_cmd, selfplay_cmd, publish_cmd, stream_cmd, finalize_cmd, replay_cmd,
                 status_cmd, export_cmd, compact_cmd, validate_cmd, inspect_cmd, to_jsonl_cmd,
                 state_pool_cmd, config_cmd, report_cmd):
     main.add_command(command)

@@ -24,7 +24,7 @@ from playstream.compaction.compact import CompactOptions
 from playstream.compaction.windows import parse_window
 from playstream.dataset.schema import DENSE_FORMAT_VERSION, FORMAT_VERSION
 from playstream.encoders.features import MAX_HISTORY_LENGTH
-from playstream.encoders.versions import FEATURE_VERSIONS, get_feature_version
+from playstream.encoders.versions import resolve_feature_version
 from playstream.topics import (DEFAULT_GAMES_PARTITIONS, DEFAULT_GAMES_TOPIC, FINALIZER_GROUP,
                                PROCESSOR_GROUP)
 
@@ -162,25 +162,40 @@ compaction_options = OptionGroup(
 
 @dataclass(frozen=True)
 class EncoderChoice:
-    """Which encoder turns records into rows: its feature version and history frames."""
+    """Which encoder turns records into rows: its feature version and history frames.
 
-    feature_version: str
+    Feature versions are each game's own, so ``--feature-version`` is checked against the
+    chosen game when the command runs (`version_for`), not by a fixed list of choices."""
+
+    requested_version: str | None
     history_length: int
+
+    def version_for(self, game_name: str) -> str:
+        """The requested version checked against ``game_name`` (FeatureVersionError listing
+        the game's versions), or the game's default when none was given."""
+        return resolve_feature_version(game_name, self.requested_version)
 
 
 encoder_options = OptionGroup(
     "encoder",
     (
-        shared_option("--feature-version", type=click.Choice(FEATURE_VERSIONS),
-                      default=get_feature_version(), show_default=True,
-                      help="Feature planes of the rows (see `playstream inspect`)."),
+        shared_option("--feature-version", default=None,
+                      help="Feature planes of the rows, one of the game's versions (see "
+                           "`playstream games`); default: the game's newest."),
         shared_option("--history-length", type=click.IntRange(0, MAX_HISTORY_LENGTH),
                       default=3, show_default=True,
                       help="Earlier positions stacked as history frames."),
     ),
     ("feature_version", "history_length"),
-    EncoderChoice,
+    lambda feature_version, history_length: EncoderChoice(feature_version, history_length),
 )
+
+
+def game_option(fn: F) -> F:
+    """``--game``: a registered game (`playstream games` lists them with their boards)."""
+    return shared_option("--game", "game_name", default="connect", show_default=True,
+                         help="Registered game (entry point group playstream.games; see "
+                              "`playstream games`).")(fn)
 
 
 def chunk_rows_option(fn: F) -> F:

@@ -9,7 +9,7 @@ import click
 from playstream.chunks import ChunkStore
 from playstream.cli.common import Summary, Timestamp, kafka_extra, progress, reports_errors
 from playstream.cli.export import summarise_compaction
-from playstream.cli.options import (EncoderChoice, bootstrap_option, chunk_rows_option,
+from playstream.cli.options import (EncoderChoice, game_option, bootstrap_option, chunk_rows_option,
                                     compaction_options, encoder_options, progress_option,
                                     topic_option)
 from playstream.compaction.compact import CompactOptions, compact
@@ -33,6 +33,7 @@ class StartPoint(click.ParamType):
 @topic_option
 @click.option("--from", "since", type=StartPoint(), default="earliest", show_default=True,
               help="earliest, or an ISO 8601 time: the first record published at or after it.")
+@game_option
 @encoder_options
 @click.option("--output", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for the replay's chunks/ and datasets/<configuration>/.")
@@ -43,19 +44,21 @@ class StartPoint(click.ParamType):
 @progress_option
 @compaction_options
 @reports_errors
-def replay_cmd(bootstrap: str, topic: str, since: datetime | None, encoder: EncoderChoice,
+def replay_cmd(bootstrap: str, topic: str, since: datetime | None, game_name: str,
+               encoder: EncoderChoice,
                output: Path, group: str | None, chunk_rows: int, show_progress: bool,
                compact_options: CompactOptions) -> None:
     """Re-encode the retained topic into a new chunk store and publish its datasets, under
     its own consumer group, without touching the live pipeline. A rerun resumes."""
     with kafka_extra("replay"):
         from playstream.streams.replay import replay_topic
-    scope = encoder_scope(encoder.feature_version, encoder.history_length)
+    feature_version = encoder.version_for(game_name)
+    scope = encoder_scope(feature_version, encoder.history_length)
     store = ChunkStore(output / "chunks")
     summary = Summary("replay")
     with progress(None, "replay", "record", enabled=show_progress) as bar:
         result = replay_topic(bootstrap, topic, store,
-                              feature_version=encoder.feature_version,
+                              feature_version=feature_version,
                               history_length=encoder.history_length,
                               group=group or f"playstream-replay-{scope}", since=since,
                               max_rows=chunk_rows, progress=bar.update)

@@ -11,6 +11,7 @@ import click
 from playstream.cli.common import Duration, Summary, Timestamp, kafka_extra, reports_errors
 from playstream.cli.metrics import serving_metrics
 from playstream.cli.options import (EncoderChoice, MetricsEndpoint, bootstrap_option,
+                                    game_option,
                                     chunk_rows_option, chunk_store_option, chunks_topic_option,
                                     dlq_topic_option, encoder_options, metrics_options,
                                     partitions_option, processor_group_option, topic_option)
@@ -27,6 +28,7 @@ DEFAULT_READY_MAX_LAG = 10_000
 @partitions_option
 @processor_group_option
 @chunk_store_option(required=False, default=DEFAULT_CHUNKS_DIR)
+@game_option
 @encoder_options
 @chunk_rows_option
 @click.option("--chunk-age", type=Duration(), default="60s", show_default=True,
@@ -43,8 +45,8 @@ DEFAULT_READY_MAX_LAG = 10_000
                    "records of its end.")
 @reports_errors
 def stream_cmd(bootstrap: str, topic: str, partitions: int, group: str, chunk_dir: Path,
-               encoder: EncoderChoice, chunk_rows: int, chunk_age: float, dlq_topic: str,
-               chunks_topic: str, from_time: datetime | None,
+               game_name: str, encoder: EncoderChoice, chunk_rows: int, chunk_age: float,
+               dlq_topic: str, chunks_topic: str, from_time: datetime | None,
                metrics_endpoint: MetricsEndpoint, ready_max_lag: int) -> None:
     """Consume game records from Kafka into exactly-once chunks until SIGTERM/SIGINT.
 
@@ -52,6 +54,7 @@ def stream_cmd(bootstrap: str, topic: str, partitions: int, group: str, chunk_di
     announced on the chunks topic. A stop discards the open chunks (the next owner re-reads
     them) and releases the stream locks.
     """
+    feature_version = encoder.version_for(game_name)  # records of other games are skipped
     with kafka_extra("stream"):
         from playstream.producers.topics import ensure_topics
         from playstream.streams.faust_app import build_app, run_worker
@@ -63,7 +66,7 @@ def stream_cmd(bootstrap: str, topic: str, partitions: int, group: str, chunk_di
     with serving_metrics(metrics_endpoint, "stream") as served:
         app = build_app(bootstrap, group=group, games_topic=topic, dlq_topic=dlq_topic,
                         chunks_topic=chunks_topic, store_dir=chunk_dir,
-                        feature_version=encoder.feature_version,
+                        feature_version=feature_version,
                         history_length=encoder.history_length,
                         max_rows=chunk_rows, max_age_s=chunk_age, partitions=partitions,
                         from_timestamp=from_time, metrics=served.metrics)

@@ -146,3 +146,8 @@ class ConfigFileError(PlaystreamError):
 class EmptyResultError(PlaystreamError):
     """An export or compaction would publish no rows: every record was skipped (invalid, or
     of another configuration) or every row dropped. Not a success unless asked for."""
+
+
+class LoaderError(PlaystreamError):
+    """The training loader cannot do what it was asked: a source without rows, a resume
+    state from another epoch plan, a version that is no longer on disk."""

@@ -16,7 +16,7 @@ from playstream.dataset import DatasetConfig
 from playstream.encoders.cache import ExportCache
 from playstream.encoders.rows import encode_game_rows
 from playstream.encoders.versions import ExportSettings
-from playstream.errors import PlaystreamError, RecordError
+from playstream.errors import FeatureVersionError, PlaystreamError, RecordError
 from playstream.games import get_game
 from playstream.records import GameRecord, validate_record
 
@@ -90,7 +90,14 @@ class IncrementalExporter:
             name, reason = refusal
             sealed = self.writer.add(position, skipped=reason)
             return AddResult(position, record.game_id, 0, reason, None, sealed, name)
-        settings, config = self.settings_for(record.game, record.board_type, record.num_players)
+        try:
+            settings, config = self.settings_for(record.game, record.board_type,
+                                                 record.num_players)
+        except FeatureVersionError as err:  # a valid game this encoder does not encode
+            reason = f"not encoded: {err.message}"
+            sealed = self.writer.add(position, skipped=reason)
+            return AddResult(position, record.game_id, 0, reason, None, sealed,
+                             "feature_version")
         try:
             rows = self._encode(record, replay, settings)
         except PlaystreamError as err:

@@ -21,12 +21,15 @@ from pydantic import (BaseModel, ConfigDict, Field, StringConstraints, Validatio
 
 from playstream.digests import DIGEST_BYTES
 from playstream.errors import PlaystreamError, RecordError
-from playstream.games import Game, Outcome, Replay, get_game
+from playstream.games import CHANCE, MAX_SEATS, Game, Outcome, Replay, get_game
+from playstream.games.base import MAX_MOVES, MAX_SEARCH_ENTRIES
 
-SCHEMA_VERSION: Literal[1] = 1
+SCHEMA_VERSION: Literal[2] = 2
+"""Version 2 (this contract): 1..8 seats, chance moves in ``moves`` (the game's CHANCE
+mover), optional ``returns``, per-game limits. Version 1 records (2..4 seats, no chance,
+no returns) still read: they mean the same under version 2."""
 MAX_RECORD_BYTES = 4 * 1024 * 1024
-MAX_MOVES = 4096
-MAX_POLICY_ENTRIES = 1024
+MAX_POLICY_ENTRIES = MAX_SEARCH_ENTRIES
 MAX_SETTINGS = 32
 PROBABILITY_TOLERANCE = 1e-3
 
@@ -99,21 +102,24 @@ class GameRecord(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1, 2] = SCHEMA_VERSION
     game_id: SafeId
     game: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")] = "connect"
     game_version: Annotated[str, StringConstraints(max_length=32)] = "1"
     board_type: Annotated[str, StringConstraints(max_length=64)]
-    num_players: Annotated[int, Field(ge=2, le=4)]
+    num_players: Annotated[int, Field(ge=1, le=MAX_SEATS)]
     seed: int | None = None
     created_at: datetime
     finished_at: datetime
     source: Source = Field(default_factory=Source)
     moves: list[Annotated[int, Field(ge=0)]] = Field(max_length=MAX_MOVES)
     search: list[MoveSearch | None] | None = Field(default=None, max_length=MAX_MOVES)
-    ranks: list[Annotated[int, Field(ge=1, le=4)]] = Field(min_length=2, max_length=4)
-    winner: Annotated[int, Field(ge=1, le=4)] | None
+    ranks: list[Annotated[int, Field(ge=1, le=MAX_SEATS)]] = Field(min_length=1,
+                                                                    max_length=MAX_SEATS)
+    winner: Annotated[int, Field(ge=1, le=MAX_SEATS)] | None
     termination: Annotated[str, StringConstraints(max_length=64)]
+    returns: list[Annotated[float, Field(allow_inf_nan=False)]] | None = Field(
+        default=None, max_length=MAX_SEATS)
 
     _check_created = field_validator("created_at", "finished_at")(_utc)
 
@@ -124,13 +130,21 @@ class GameRecord(BaseModel):
         if len(self.ranks) != self.num_players:
             raise _FieldValueError("ranks", f"ranks has {len(self.ranks)} entries for "
                                    f"{self.num_players} players")
+        if self.returns is not None and len(self.returns) != self.num_players:
+            raise _FieldValueError("returns", f"returns has {len(self.returns)} entries for "
+                                   f"{self.num_players} players")
+        if self.schema_version == 1 and (self.num_players > 4 or self.returns is not None):
+            raise _FieldValueError("schema_version", "schema version 1 has 2..4 players and "
+                                   "no returns")
         if self.search is not None and len(self.search) != len(self.moves):
             raise _FieldValueError("search", f"search has {len(self.search)} entries for "
                                    f"{len(self.moves)} moves")
         return self
 
     def outcome(self) -> Outcome:
-        return Outcome(ranks=tuple(self.ranks), winner=self.winner, termination=self.termination)
+        returns = None if self.returns is None else tuple(self.returns)
+        return Outcome(ranks=tuple(self.ranks), winner=self.winner, termination=self.termination,
+                       returns=returns)
 
     def moves_digest(self) -> bytes:
         """16 bytes of blake2b over (game, board_type, num_players, moves): the same game
@@ -199,6 +213,21 @@ def check_rules(record: GameRecord, game: Game | None = None) -> Replay:
         raise RecordError(f"unknown board_type {record.board_type!r} for game {record.game!r}; "
                           f"known: {', '.join(game.board_types)}", field="board_type",
                           game_id=gid)
+    counts = game.player_counts(record.board_type)
+    if record.num_players not in counts:
+        raise RecordError(f"{record.game} {record.board_type} is played by "
+                          f"{', '.join(map(str, counts))} players, not {record.num_players}",
+                          field="num_players", game_id=gid)
+    limits = game.limits(record.board_type)
+    if len(record.moves) > limits.max_moves:
+        raise RecordError(f"{len(record.moves)} moves, more than the game's limit "
+                          f"{limits.max_moves}", field="moves", game_id=gid)
+    if record.search is not None:
+        for i, stats in enumerate(record.search):
+            if stats is not None and len(stats.policy_indices) > limits.max_search_entries:
+                raise RecordError(f"{len(stats.policy_indices)} search entries, more than "
+                                  f"the game's limit {limits.max_search_entries}",
+                                  field=f"search[{i}].policy_indices", game_id=gid)
     try:
         replay = game.replay(record.board_type, record.num_players, record.moves)
     except RecordError as err:
@@ -207,13 +236,21 @@ def check_rules(record: GameRecord, game: Game | None = None) -> Replay:
         raise RecordError(f"the game is not over after {len(record.moves)} moves",
                           field="moves", game_id=gid)
     expected = replay.outcome
-    for name in ("ranks", "winner", "termination"):
-        got = tuple(record.ranks) if name == "ranks" else getattr(record, name)
+    names = ("ranks", "winner", "termination") + (
+        ("returns",) if game.value_source == "returns" else ())
+    for name in names:
+        got = record.outcome() if name in ("ranks", "returns") else record
+        got = getattr(got, name)
         want = getattr(expected, name)
         if got != want:
             raise RecordError(f"recorded {name} {got!r} disagrees with the moves, which give "
                               f"{want!r}", field=name, game_id=gid)
     if record.search is not None:
+        chance = np.flatnonzero(replay.movers == CHANCE)
+        searched = [int(t) for t in chance if record.search[int(t)] is not None]
+        if searched:
+            raise RecordError("a chance move has search statistics (chance moves have no "
+                              "policy target)", field=f"search[{searched[0]}]", game_id=gid)
         _check_search_legal(record, game)
     return replay
 

@@ -40,7 +40,7 @@ def game_rows(game_id: str, moves: int, seed: int, config: DatasetConfig = CONFI
                             dtype=np.float32),
         globals=rng.random((n, len(config.global_names)), dtype=np.float32),
         values=rng.uniform(-1, 1, n).astype(np.float32),
-        values_mp=rng.uniform(-1, 1, (n, 4)).astype(np.float32),
+        values_mp=rng.uniform(-1, 1, (n, 2)).astype(np.float32),
         policy_indptr=np.arange(0, 2 * n + 1, 2, dtype=np.int64),
         policy_indices=np.stack([first, first + 1], axis=1).reshape(-1).astype(np.int32),
         policy_values=np.stack([weight, 1 - weight], axis=1).reshape(-1),

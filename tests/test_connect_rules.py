@@ -259,7 +259,8 @@ def test_position_planes_match_state_planes(board_type: str, num_players: int,
                 GAME.apply_move(state, moves_used[t])
         np.testing.assert_array_equal(v1.per_seat, planes.per_seat[:, :, :1])
         np.testing.assert_array_equal(v1.globals, planes.globals)
-    assert planes.per_seat.shape == (cut + 1, 4, 2, *GAME.geometry(board_type).valid.shape)
+    assert planes.per_seat.shape == (cut + 1, num_players, 2,
+                                     *GAME.geometry(board_type).valid.shape)
 
 
 def test_threat_planes_on_a_hand_built_square_position() -> None:
@@ -267,11 +268,10 @@ def test_threat_planes_on_a_hand_built_square_position() -> None:
              2: [sq(5, 5), sq(5, 6), sq(5, 7), sq(0, 3), sq(7, 0), sq(7, 2)]}
     state, moves = play_script("square8", 2, cells)
     planes = GAME.position_planes(GAME.replay("square8", 2, moves), "v2")
-    threats = planes.per_seat[-1, :, 1].reshape(4, -1)
+    threats = planes.per_seat[-1, :, 1].reshape(2, -1)
     assert np.flatnonzero(threats[0]).tolist() == sorted([sq(3, 0), sq(4, 3)])  # (0,3) blocked
     assert np.flatnonzero(threats[1]).tolist() == [sq(5, 4)]  # the board edge closes (5, 8)
-    assert not threats[2:].any()
-    stones = planes.per_seat[-1, :, 0].reshape(4, -1)
+    stones = planes.per_seat[-1, :, 0].reshape(2, -1)
     assert np.flatnonzero(stones[0]).tolist() == sorted(cells[1])
     assert np.flatnonzero(stones[1]).tolist() == sorted(cells[2])
     assert_planes_equal(planes_at(planes, -1), GAME.state_planes(state, "v2"))
@@ -286,7 +286,7 @@ def planes_at(planes, t: int):  # type: ignore[no-untyped-def]
 def test_threat_planes_on_a_hand_built_hex_position() -> None:
     cells = {1: [hx(-1, 0), hx(0, 0), hx(1, 0)], 2: [hx(1, 2), hx(2, 1), hx(3, 0)]}
     state, moves = play_script("hex8", 2, cells)
-    threats = GAME.state_planes(state, "v2").per_seat[0, :, 1].reshape(4, -1)
+    threats = GAME.state_planes(state, "v2").per_seat[0, :, 1].reshape(2, -1)
     assert np.flatnonzero(threats[0]).tolist() == sorted([hx(-2, 0), hx(2, 0)])
     assert np.flatnonzero(threats[1]).tolist() == sorted([hx(0, 3), hx(4, -1)])
 
@@ -326,7 +326,7 @@ def test_globals_and_shared_planes_of_a_three_player_game() -> None:
     assert planes.shared_names == ("empty", "on_board")
     assert planes.shared[:, 0].sum(axis=(1, 2)).tolist() == [64 - t for t in range(len(moves) + 1)]
     assert (planes.shared[:, 1] == 1).all()
-    assert not planes.per_seat[:, 3].any()  # no fourth seat
+    assert planes.per_seat.shape[1] == 3  # no slot for a fourth seat
     assert state.outcome is None and state.to_move == 2
 
 

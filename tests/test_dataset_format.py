@@ -2,7 +2,7 @@
 real files, including hand-made broken ones.
 
 The hand-made files here edit format 1's members (one dense ``features`` array), which every
-reader still reads; tests/test_format2.py covers what format 2 stores differently."""
+reader still reads; tests/test_format3.py covers what format 2 stores differently."""
 from __future__ import annotations
 
 import hashlib
@@ -44,7 +44,7 @@ def make_batch(rng: np.random.Generator, n: int, prefix: str = "game-") -> RowBa
         features=rng.random((n, 6, 8, 8), dtype=np.float32),
         globals=rng.random((n, 2), dtype=np.float32),
         values=rng.uniform(-1, 1, n).astype(np.float32),
-        values_mp=rng.uniform(-1, 1, (n, 4)).astype(np.float32),
+        values_mp=rng.uniform(-1, 1, (n, 2)).astype(np.float32),
         policy_indptr=indptr,
         policy_indices=indices[keep].astype(np.int32),
         policy_values=values,
@@ -55,7 +55,7 @@ def make_batch(rng: np.random.Generator, n: int, prefix: str = "game-") -> RowBa
 
 
 def write(path: Path, batches: list[RowBatch], **options: object) -> Path:
-    options.setdefault("format_version", 1)
+    options.setdefault("format_version", 2)
     with NPZDatasetWriter(path, CONFIG, **options) as writer:  # type: ignore[arg-type]
         for b in batches:
             writer.write(b)
@@ -173,7 +173,7 @@ def test_metadata_content(good: tuple[Path, RowBatch]) -> None:
     path, want = good
     meta = read_metadata(path)
     arrays, _ = file_arrays(path)
-    assert meta["format"] == "playstream-npz" and meta["format_version"] == 1
+    assert meta["format"] == "playstream-npz" and meta["format_version"] == 2
     assert {k: meta[k] for k in ("game", "game_version", "board_type", "num_players",
                                  "feature_version", "history_length", "policy_size",
                                  "height", "width")} == {
@@ -462,7 +462,7 @@ def test_row_counts_disagree(tmp_path: Path, good: tuple[Path, RowBatch]) -> Non
 
 
 def test_value_out_of_range(tmp_path: Path, good: tuple[Path, RowBatch]) -> None:
-    path = _broken(tmp_path, good, lambda a, m: a["values_mp"].__setitem__((9, 3), -1.25))
+    path = _broken(tmp_path, good, lambda a, m: a["values_mp"].__setitem__((9, 1), -1.25))
     assert failed(validate_npz_dataset(path)) == {"value_range": ("values_mp", 9)}
 
 

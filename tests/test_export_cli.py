@@ -311,7 +311,7 @@ def test_inspect_shows_shapes_metadata_and_provenance(tmp_path: Path, games) -> 
         tmp_path / "i.npz", "--chunks", chunks, "--no-progress")
     rows = sum(len(r.moves) for r in records if r.source.agent == "random")
     out = run("inspect", tmp_path / "i.npz").stdout
-    assert f"features         float32  ({rows}, 40, 8, 8)" in out
-    assert '"board_type": "square8"' in out and "channels (40): f0:stones_rel0" in out
+    assert f"features         float32  ({rows}, 24, 8, 8)" in out
+    assert '"board_type": "square8"' in out and "channels (24): f0:stones_rel0" in out
     chunk = next(chunks.glob("*/*.npz"))
     assert f"source file {db.resolve()}" in run("inspect", chunk).stdout  # where it came from

@@ -11,8 +11,10 @@ import pytest
 from playstream.encoders.features import (channel_names, encode_game,
                                           encode_state_with_history, feature_layout)
 from playstream.errors import DatasetError, FeatureVersionError, RecordError
-from playstream.games.base import BoardGeometry, Game, Outcome, PositionPlanes, Replay
+from playstream.games.base import (FeatureSpec, Game, GameDefaults, Outcome, PositionPlanes,
+                                   Replay)
 from playstream.games.connect import GAME as CONNECT
+from playstream.games.symmetry import Symmetries
 
 # A 2 x 3 grid whose bottom-right cell is off the board: cells 0 1 2 / 3 4 (5 is off board).
 VALID = np.array([[True, True, True], [True, True, False]])
@@ -26,7 +28,7 @@ class TinyState:
     moves: int = 0
 
 
-class TinyGame:
+class TinyGame(GameDefaults):
     """Fill the five cells in turn; the game just ends when the board is full. Its planes
     are stones per seat (v1) plus ``blocked`` (v2: a stone whose right neighbour is
     occupied), empty and on_board shared, and one global (the share of cells filled)."""
@@ -36,8 +38,16 @@ class TinyGame:
     board_types = ("tiny",)
     feature_versions = ("v1", "v2")
 
-    def geometry(self, board_type: str) -> BoardGeometry:
-        return BoardGeometry(board_type, 2, 3, VALID)
+    def num_actions(self, board_type: str) -> int:
+        return VALID.size
+
+    def player_counts(self, board_type: str) -> tuple[int, ...]:
+        return (2, 3, 4)
+
+    def feature_spec(self, board_type: str, feature_version: str) -> FeatureSpec:
+        families = ("stones",) if feature_version == "v1" else ("stones", "blocked")
+        return FeatureSpec(families, (), ("empty", "on_board"), ("fill",), 2, 3,
+                           frozenset(families))
 
     def new_state(self, board_type: str, num_players: int) -> TinyState:
         return TinyState(num_players)
@@ -77,7 +87,8 @@ class TinyGame:
                               planes[0].global_names)
 
     def state_planes(self, state: TinyState, feature_version: str) -> PositionPlanes:
-        stones = (state.board[None] == np.arange(1, 5)[:, None, None]).astype(np.float32)
+        seats = np.arange(1, state.num_players + 1)
+        stones = (state.board[None] == seats[:, None, None]).astype(np.float32)
         per_seat = stones[:, None]
         names: tuple[str, ...] = ("stones",)
         if feature_version == "v2":
@@ -99,6 +110,9 @@ class TinyGame:
         blocked = (stones > 0) & right_occupied
         return np.stack([stones, blocked.astype(np.float32)], axis=-3)
 
+    def symmetries(self, board_type: str) -> Symmetries:
+        return Symmetries.identity(VALID.size, VALID.size)  # "blocked" has a direction
+
 
 TINY = TinyGame()
 
@@ -118,7 +132,7 @@ def test_tiny_game_implements_the_protocol() -> None:
 
 
 def test_channel_names_order() -> None:
-    names = channel_names(("stones", "threats"), ("empty", "on_board"), 1)
+    names = channel_names(("stones", "threats"), ("empty", "on_board"), 1, 4)
     assert names[:10] == ("f0:stones_rel0", "f0:stones_rel1", "f0:stones_rel2",
                           "f0:stones_rel3", "f0:threats_rel0", "f0:threats_rel1",
                           "f0:threats_rel2", "f0:threats_rel3", "f0:empty", "f0:on_board")
@@ -129,21 +143,22 @@ def test_three_players_history_and_rotation_by_hand() -> None:
     # Seats 1, 2, 3, 1, 2 play cells 0, 1, 2, 3, 4 (the last move fills the board).
     replay = TINY.replay("tiny", 3, [0, 1, 2, 3, 4])
     encoded = encode_game(TINY, replay, "v1", 5)
-    assert encoded.features.shape == (5, 6 * 6, 2, 3)
-    assert encoded.channels == channel_names(("stones",), ("empty", "on_board"), 5)
+    assert encoded.features.shape == (5, 6 * 5, 2, 3)  # 3 seat planes + 2 shared per frame
+    assert encoded.channels == channel_names(("stones",), ("empty", "on_board"), 5, 3)
 
     # Move 4: seat 2 to move, after seat 1 played 0 and 3, seat 2 played 1, seat 3 played 2.
     row = 4
     assert replay.movers[row] == 2
-    expected_frames = [  # rel0 (seat 2), rel1 (seat 3), rel2 (seat 1), rel3, empty
-        (plane(1), plane(2), plane(0, 3), plane(), plane(4)),   # before move 4
-        (plane(1), plane(2), plane(0), plane(), plane(3, 4)),   # before move 3
-        (plane(1), plane(), plane(0), plane(), plane(2, 3, 4)),  # before move 2
-        (plane(), plane(), plane(0), plane(), plane(1, 2, 3, 4)),  # before move 1
-        (plane(), plane(), plane(), plane(), plane(0, 1, 2, 3, 4)),  # before move 0
+    expected_frames = [  # rel0 (seat 2), rel1 (seat 3), rel2 (seat 1), empty
+        (plane(1), plane(2), plane(0, 3), plane(4)),   # before move 4
+        (plane(1), plane(2), plane(0), plane(3, 4)),   # before move 3
+        (plane(1), plane(), plane(0), plane(2, 3, 4)),  # before move 2
+        (plane(), plane(), plane(0), plane(1, 2, 3, 4)),  # before move 1
+        (plane(), plane(), plane(), plane(0, 1, 2, 3, 4)),  # before move 0
     ]
+    assert "f0:stones_rel3" not in encoded.channels  # no empty seat slots
     for frame, planes in enumerate(expected_frames):
-        names = [f"f{frame}:stones_rel{r}" for r in range(4)] + [f"f{frame}:empty"]
+        names = [f"f{frame}:stones_rel{r}" for r in range(3)] + [f"f{frame}:empty"]
         for name, want in zip(names, planes):
             np.testing.assert_array_equal(channel(encoded, row, name), want, err_msg=name)
         np.testing.assert_array_equal(channel(encoded, row, f"f{frame}:on_board"), VALID)
@@ -156,13 +171,13 @@ def test_three_players_history_and_rotation_by_hand() -> None:
     np.testing.assert_array_equal(channel(encoded, 3, "f0:stones_rel2"), plane(2))
     np.testing.assert_array_equal(channel(encoded, 3, "f1:stones_rel2"), plane())
     # Move 0: only the empty-board frame exists.
-    assert not encoded.features[0, 6:].any()
+    assert not encoded.features[0, 5:].any()
     np.testing.assert_array_equal(channel(encoded, 0, "f0:empty"), VALID)
     np.testing.assert_allclose(encoded.globals[:, 0], np.arange(5) / 5)
     assert encoded.global_names == ("fill",)
 
 
-def test_two_players_leave_rel2_and_rel3_empty() -> None:
+def test_two_players_have_two_seat_slots() -> None:
     replay = TINY.replay("tiny", 2, [4, 0, 1])
     encoded = encode_game(TINY, replay, "v2", 1)
     # Move 2: seat 1 to move; rel0 = seat 1 (cell 4), rel1 = seat 2 (cell 0).
@@ -171,10 +186,8 @@ def test_two_players_leave_rel2_and_rel3_empty() -> None:
     # Move 1: seat 2 to move; history frame 1 (before move 0) is the empty board.
     np.testing.assert_array_equal(channel(encoded, 1, "f0:stones_rel0"), plane())
     np.testing.assert_array_equal(channel(encoded, 1, "f0:stones_rel1"), plane(4))
-    for row in range(3):
-        for name in ("stones_rel2", "stones_rel3", "blocked_rel2", "blocked_rel3"):
-            assert not channel(encoded, row, f"f0:{name}").any()
-            assert not channel(encoded, row, f"f1:{name}").any()
+    assert encoded.channels[:6] == ("f0:stones_rel0", "f0:stones_rel1", "f0:blocked_rel0",
+                                    "f0:blocked_rel1", "f0:empty", "f0:on_board")
 
 
 def test_rows_select_without_changing_history() -> None:
@@ -224,10 +237,11 @@ def test_layout_matches_encoded_channels() -> None:
     encoded = encode_game(CONNECT, replay, "v2", 2)
     assert layout.channels == encoded.channels
     assert layout.global_names == encoded.global_names
-    assert encoded.channels[:9] == ("f0:stones_rel0", "f0:stones_rel1", "f0:stones_rel2",
-                                    "f0:stones_rel3", "f0:threats_rel0", "f0:threats_rel1",
-                                    "f0:threats_rel2", "f0:threats_rel3", "f0:empty")
-    assert len(encoded.channels) == 3 * 10
+    assert encoded.channels[:7] == ("f0:stones_rel0", "f0:stones_rel1", "f0:stones_rel2",
+                                    "f0:threats_rel0", "f0:threats_rel1", "f0:threats_rel2",
+                                    "f0:empty")
+    assert len(encoded.channels) == 3 * 8
+    assert layout.plane_shape == (24, 9, 9) and all(layout.binary_channels)
 
 
 def random_connect_game(rng: np.random.Generator, board_type: str, num_players: int,

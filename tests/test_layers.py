@@ -8,6 +8,8 @@ bare install (no extras) runs every embedded command. Module import cycles fail 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # Where each top-level source folder is installed (pyproject.toml's package-dir).
 SOURCE_FOLDERS = {"playstream": "playstream", "producers": "playstream.producers",
                   "streams": "playstream.streams", "consumers": "playstream.consumers",
-                  "cli": "playstream.cli", "clients": "playstream.clients"}
+                  "cli": "playstream.cli", "clients": "playstream.clients",
+                  "plugins": "playstream.plugins"}
 
 # Lowest layer first; a unit imports only units of earlier layers (or itself).
 LAYERS: list[set[str]] = [
@@ -38,13 +41,17 @@ LAYERS: list[set[str]] = [
     {"playstream.compaction"},
     {"playstream.quality"},
     {"playstream.report"},
+    {"playstream.training"},
     # edges: they depend on the core, never the reverse
+    {"playstream.plugins"},  # game plugins (OpenSpiel): found through entry points only
     {"playstream.clients"},
     {"playstream.localkafka"},
     {"playstream.prometheus"},
     {"playstream.producers"},
     {"playstream.streams"},
     {"playstream.consumers"},
+    # the torch Dataset: a consumer of the training stream, the only importer of torch
+    {"playstream.training.torch"},
     # the command line on top
     {"playstream.cli"},
     {"playstream.__main__"},
@@ -59,6 +66,10 @@ OBJECT_STORE_BACKENDS = {"playstream.storage.s3"}
 # The plotting library is imported by the report's renderer alone (the `report` extra).
 PLOTTING_CLIENTS = {"matplotlib"}
 PLOTTING_MODULES = {"playstream.report.render"}
+ENGINE_CLIENTS = {"pyspiel", "open_spiel"}  # only the plugin that wraps them imports them
+# Units that are a layer of their own inside a package (the rest of the package is another).
+SUBUNITS = {"playstream.training.torch"}
+TORCH_UNIT = "playstream.training.torch"
 
 
 @dataclass(frozen=True)
@@ -115,6 +126,9 @@ def imports_of(name: str, source: str, known: set[str], is_package: bool) -> lis
 
 
 def unit_of(module: str) -> str:
+    for sub in SUBUNITS:
+        if module == sub or module.startswith(sub + "."):
+            return sub
     parts = module.split(".")
     return ".".join(parts[:2]) if parts[0] == "playstream" else parts[0]
 
@@ -144,6 +158,13 @@ def violations(sources: dict[str, str]) -> list[str]:
             if (imp.target.split(".")[0] in PLOTTING_CLIENTS
                     and module not in PLOTTING_MODULES):
                 found.append(f"{where}: matplotlib belongs in {sorted(PLOTTING_MODULES)}")
+            if imp.target.split(".")[0] in ENGINE_CLIENTS and importer_unit != "playstream.plugins":
+                found.append(f"{where}: game engines belong in playstream.plugins")
+            if importer_unit != "playstream.plugins" and imp.target.startswith(
+                    "playstream.plugins") and not module.startswith("playstream.plugins"):
+                found.append(f"{where}: plugins are loaded through entry points only")
+            if imp.target.split(".")[0] == "torch" and importer_unit != TORCH_UNIT:
+                found.append(f"{where}: torch belongs in {TORCH_UNIT} (the torch extra)")
             if imp.target not in known:
                 continue
             graph[module].add(imp.target)
@@ -206,6 +227,14 @@ def test_imports_follow_the_declared_direction() -> None:
     assert violations(discover()) == []
 
 
+def test_the_training_package_imports_without_torch() -> None:
+    """The numpy iterator works on the bare install: importing playstream.training (and
+    using it) must not import torch; only the PlaystreamDataset attribute loads it."""
+    code = ("import sys; import playstream.training as t; assert 'torch' not in sys.modules; "
+            "t.PlaystreamDataset; assert 'torch' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
 def test_the_architecture_document_lists_every_unit() -> None:
     text = (ROOT / "docs" / "ARCHITECTURE.md").read_text()
     missing = [u for units in LAYERS for u in units
@@ -232,6 +261,11 @@ def test_the_architecture_document_lists_every_unit() -> None:
     ({"playstream.cli.report": "from playstream.report.render import page\n",
       "playstream.report.render": "import matplotlib\n"},
      ["the CLI imports the renderer only inside its command"]),
+    ({"playstream.training.loader": "import torch\n"}, ["torch belongs in"]),
+    ({"playstream.training.loader": "from playstream.training.torch import D\n",
+      "playstream.training.torch": "import torch\nfrom playstream.training.loader import S\n"},
+     ["against the layer direction (playstream.training must not depend on "
+      "playstream.training.torch)", "import cycle"]),
     ({"playstream.cli.stream": "def run():\n    from playstream.streams.app import a\n",
       "playstream.streams.app": "import faust\nfrom playstream.records import r\n",
       "playstream.records": "import json\n"}, []),

@@ -38,7 +38,7 @@ def test_hand_built_game_rows() -> None:
     np.testing.assert_array_equal(batch.num_players, np.array([2, 2, 2], dtype=np.int8))
     assert batch.game_id.dtype == np.dtype("<U3") and batch.game_id.tolist() == ["g-1"] * 3
     np.testing.assert_array_equal(batch.values, np.array([1, -1, 1], dtype=np.float32))
-    np.testing.assert_array_equal(batch.values_mp, np.array([[1, -1, 0, 0]] * 3, np.float32))
+    np.testing.assert_array_equal(batch.values_mp, np.array([[1, -1]] * 3, np.float32))
     np.testing.assert_array_equal(batch.policy_indptr, [0, 1, 4, 5])
     np.testing.assert_array_equal(batch.policy_indices, [0, 4, 9, 20, 3])
     np.testing.assert_array_equal(batch.policy_values, [1.0, 0.25, 0.5, 0.25, 1.0])
@@ -46,7 +46,7 @@ def test_hand_built_game_rows() -> None:
 
     # Row 1 is move 3, seat 2 to move after 0 (seat 1), 8 (seat 2), 1 (seat 1).
     channels = SETTINGS.dataset_config().channels
-    assert batch.features.shape == (3, len(channels), 8, 8) == (3, 20, 8, 8)
+    assert batch.features.shape == (3, len(channels), 8, 8) == (3, 12, 8, 8)
     row = batch.features[1]
     np.testing.assert_array_equal(row[channels.index("f0:stones_rel0")], cells(8))
     np.testing.assert_array_equal(row[channels.index("f0:stones_rel1")], cells(0, 1))
@@ -86,7 +86,7 @@ def test_three_player_values_follow_the_final_ranking() -> None:
     replay = CONNECT.replay("hex8", 3, moves)
     # Seat 2 completed a line; seats 1 and 3 filled the board and tie over ranks 2 and 3.
     assert replay.outcome.ranks == (2, 1, 2)
-    by_seat = np.array([-0.5, 1.0, -0.5, 0.0], dtype=np.float32)
+    by_seat = np.array([-0.5, 1.0, -0.5], dtype=np.float32)
     settings = ExportSettings(board_type="hex8", num_players=3, sample_every=2)
     batch = encode_game_rows(CONNECT, replay, None, settings, "g-3")
     np.testing.assert_array_equal(batch.move_number, np.arange(0, len(moves), 2))
@@ -119,15 +119,14 @@ def test_mismatches_are_refused() -> None:
     assert err.value.field == "game_id"
 
 
-GEOMETRY = CONNECT.geometry("hex8")  # 9 x 9 grid, cell 0 is off the board
+ACTIONS = CONNECT.num_actions("hex8")  # 9 x 9 grid: 81 actions (legality is the game's)
 
 
 @pytest.mark.parametrize("stats, message", [
     (([40, 41], [0.5]), "different numbers of indices and probabilities"),
     (([], []), "empty"),
-    (([40, 0], [0.5, 0.5]), "off the board"),
-    (([40, 81], [0.5, 0.5]), "off the board"),
-    (([40, -1], [0.5, 0.5]), "off the board"),
+    (([40, 81], [0.5, 0.5]), "not an action in 0..80"),
+    (([40, -1], [0.5, 0.5]), "not an action in 0..80"),
     (([40, 41], [1.5, -0.5]), "negative or not finite"),
     (([40, 41], [0.5, float("nan")]), "negative or not finite"),
     (([40, 41], [0.5, 0.4]), "do not sum to 1"),
@@ -139,7 +138,7 @@ GEOMETRY = CONNECT.geometry("hex8")  # 9 x 9 grid, cell 0 is off the board
 def test_malformed_search_statistics_name_the_move(stats: tuple, message: str) -> None:
     search = [None, (*stats, 0.0), None]
     with pytest.raises(RecordError, match=message) as err:
-        build_policy_targets(np.array([40, 50, 60]), search, np.arange(3), GEOMETRY,
+        build_policy_targets(np.array([40, 50, 60]), search, np.arange(3), ACTIONS,
                              game_id="g-6")
     # the move with statistics is named; flat-list errors concern the whole game's search
     field = "search" if "flat lists" in message else "search[1]"
@@ -157,7 +156,7 @@ def test_a_move_without_statistics_is_named_as_a_move_not_search() -> None:
 
 def test_policy_rounding_is_normalised_and_rows_are_sorted() -> None:
     search = [([60, 41, 42], [0.3335, 0.3335, 0.3335], 0.0), None]
-    targets = build_policy_targets(np.array([41, 50]), search, np.array([1, 0]), GEOMETRY)
+    targets = build_policy_targets(np.array([41, 50]), search, np.array([1, 0]), ACTIONS)
     np.testing.assert_array_equal(targets.indptr, [0, 1, 4])
     np.testing.assert_array_equal(targets.indices, [50, 41, 42, 60])
     np.testing.assert_allclose(targets.values, [1, 1 / 3, 1 / 3, 1 / 3], rtol=1e-6)

@@ -52,12 +52,14 @@ def test_rank_values_average_tied_ranks(ranks: tuple[int, ...], expected: list[f
     assert sum(got) == pytest.approx(0.0, abs=1e-12)
 
 
-def test_multi_player_values_by_seat_padded_to_four() -> None:
+def test_multi_player_values_by_seat_one_per_player() -> None:
     values = compute_multi_player_values(outcome(2, 1, 3), 3)
-    assert values.dtype == np.float32 and values.shape == (4,)
-    np.testing.assert_array_equal(values, np.array([0.0, 1.0, -1.0, 0.0], dtype=np.float32))
+    assert values.dtype == np.float32 and values.shape == (3,)
+    np.testing.assert_array_equal(values, np.array([0.0, 1.0, -1.0], dtype=np.float32))
     np.testing.assert_array_equal(compute_multi_player_values(outcome(1, 1), 2),
-                                  np.zeros(4, dtype=np.float32))
+                                  np.zeros(2, dtype=np.float32))
+    eight = compute_multi_player_values(outcome(*range(1, 9)), 8)
+    np.testing.assert_allclose(eight, 1 - 2 * np.arange(8) / 7, rtol=1e-6)
     four = compute_multi_player_values(outcome(1, 1, 3, 4), 4)
     np.testing.assert_allclose(four, [2 / 3, 2 / 3, -1 / 3, -1.0], rtol=1e-6)
     assert four[0] == np.float32(value_from_final_ranking(outcome(1, 1, 3, 4), 1))
@@ -70,7 +72,7 @@ def test_player_count_must_match_outcome() -> None:
 
 
 @pytest.mark.parametrize("ranks", [(1, 3), (2, 2), (1, 2, 2, 3), (1, 1, 2), (0, 1), (1,),
-                                   (1, 2, 3, 4, 5)])
+                                   (1, 2, 3, 4, 5, 6, 7, 8, 9)])
 def test_malformed_rankings_are_refused(ranks: tuple[int, ...]) -> None:
     with pytest.raises(RecordError) as err:
         value_from_final_ranking(Outcome(ranks=ranks, winner=None, termination="x"), 1)

@@ -2,15 +2,18 @@
 versions checked against encoding each version directly."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from pydantic import ValidationError
 
 from playstream.encoders.features import encode_game
-from playstream.encoders.versions import (FEATURE_VERSIONS, ExportSettings,
-                                          get_feature_adapter, get_feature_version)
-from playstream.errors import DatasetError, FeatureVersionError, UnknownGameError
-from playstream.games.base import BoardGeometry, PositionPlanes, Replay
+from playstream.encoders.versions import (ExportSettings, get_feature_adapter,
+                                          get_feature_version, resolve_feature_version)
+from playstream.errors import (ConfigMismatchError, DatasetError, FeatureVersionError,
+                               UnknownGameError)
+from playstream.games.base import FeatureSpec, GameDefaults, PositionPlanes, Replay
 from playstream.games.connect import GAME as CONNECT
 from playstream.games.connect import ConnectGame
 
@@ -25,10 +28,18 @@ def random_replay(seed: int, board_type: str, num_players: int, max_moves: int) 
     return CONNECT.replay(board_type, num_players, moves)
 
 
+FEATURE_VERSIONS = CONNECT.feature_versions
+
+
 def test_current_version() -> None:
     assert FEATURE_VERSIONS == ("v1", "v2")
-    assert get_feature_version() == "v2"
-    assert get_feature_version("hex8") == "v2"
+    assert get_feature_version(CONNECT) == "v2"
+    assert get_feature_version(CONNECT, "hex8") == "v2"
+    assert resolve_feature_version("connect", None) == "v2"
+    assert resolve_feature_version("connect", "v1") == "v1"
+    with pytest.raises(FeatureVersionError,
+                       match="unknown feature version 'obs' for game 'connect'; known: v1, v2"):
+        resolve_feature_version("connect", "obs")
 
 
 def test_settings_defaults_and_immutability() -> None:
@@ -41,10 +52,9 @@ def test_settings_defaults_and_immutability() -> None:
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"num_players": 1}, "greater than or equal to 2"),
-    ({"num_players": 5}, "less than or equal to 4"),
+    ({"num_players": 0}, "greater than or equal to 1"),
+    ({"num_players": 9}, "less than or equal to 8"),
     ({"num_players": "3"}, "valid integer"),
-    ({"feature_version": "v3"}, "unknown feature version 'v3'; known: v1, v2"),
     ({"history_length": 9}, "less than or equal to 8"),
     ({"history_length": -1}, "greater than or equal to 0"),
     ({"sample_every": 0}, "greater than or equal to 1"),
@@ -69,7 +79,13 @@ def test_dataset_config_from_game_geometry_and_encoder_channels() -> None:
             config.feature_version, config.history_length) == \
         ("connect", "1", "hex8", 3, "v2", 2)
     assert (config.policy_size, config.height, config.width) == (81, 9, 9)
-    assert len(config.channels) == 3 * (8 + 2)
+    assert len(config.channels) == 3 * (2 * 3 + 2)  # no empty seat slots
+    assert config.value_seats == 3 and len(config.binary_channels) == len(config.channels)
+    assert all(config.binary_channels)
+    with pytest.raises(FeatureVersionError, match="known: v1, v2"):
+        ExportSettings(board_type="hex8", num_players=2, feature_version="v3").dataset_config()
+    with pytest.raises(ConfigMismatchError, match="played by 2, 3, 4 players, not 5"):
+        ExportSettings(board_type="hex8", num_players=5).dataset_config()
     with pytest.raises(UnknownGameError, match="no board type 'hex9'"):
         ExportSettings(board_type="hex9", num_players=2).dataset_config()
     with pytest.raises(UnknownGameError, match="unknown game 'chess'"):
@@ -85,37 +101,37 @@ def test_adapters_equal_direct_encoding(board_type: str, num_players: int,
     for source in FEATURE_VERSIONS:
         for target in FEATURE_VERSIONS:
             adapter = get_feature_adapter(source, target, game=CONNECT, board_type=board_type,
-                                          history_length=3)
+                                          history_length=3, num_players=num_players)
             assert adapter.channels_in == direct[source].channels
             assert adapter.channels_out == direct[target].channels
             adapted = adapter.adapt(direct[source].features)
             assert adapted.dtype == np.float32
             np.testing.assert_array_equal(adapted, direct[target].features,
                                           err_msg=f"{source} -> {target}")
-    assert direct["v2"].features[:, 8 * 4:].any(), "history frames hold threats"
+    per_frame = 2 * num_players + 2
+    assert direct["v2"].features[:, per_frame:].any(), "history frames hold threats"
 
 
 def test_v2_to_v1_is_selection_by_name() -> None:
     adapter = get_feature_adapter("v2", "v1", game=CONNECT, board_type="square8",
                                   history_length=1)
-    assert adapter.channels_out == ("f0:stones_rel0", "f0:stones_rel1", "f0:stones_rel2",
-                                    "f0:stones_rel3", "f0:empty", "f0:on_board",
-                                    "f1:stones_rel0", "f1:stones_rel1", "f1:stones_rel2",
-                                    "f1:stones_rel3", "f1:empty", "f1:on_board")
-    features = np.arange(2 * 20 * 64, dtype=np.float32).reshape(2, 20, 8, 8)
+    assert adapter.channels_out == ("f0:stones_rel0", "f0:stones_rel1", "f0:empty",
+                                    "f0:on_board", "f1:stones_rel0", "f1:stones_rel1",
+                                    "f1:empty", "f1:on_board")
+    features = np.arange(2 * 12 * 64, dtype=np.float32).reshape(2, 12, 8, 8)
     keep = [adapter.channels_in.index(name) for name in adapter.channels_out]
-    assert keep == [0, 1, 2, 3, 8, 9, 10, 11, 12, 13, 18, 19]
+    assert keep == [0, 1, 4, 5, 6, 7, 10, 11]
     np.testing.assert_array_equal(adapter.adapt(features), features[:, keep])
 
 
 def test_unknown_versions_and_wrong_shapes() -> None:
-    with pytest.raises(FeatureVersionError, match="unknown feature version 'v0'; known: v1, v2"):
+    with pytest.raises(FeatureVersionError, match="unknown feature version 'v0' for game 'connect'; known: v1, v2"):
         get_feature_adapter("v0", "v2", game=CONNECT, board_type="hex8", history_length=3)
     with pytest.raises(FeatureVersionError, match="unknown feature version 'v3'"):
         get_feature_adapter("v2", "v3", game=CONNECT, board_type="hex8", history_length=3)
     adapter = get_feature_adapter("v1", "v2", game=CONNECT, board_type="hex8", history_length=0)
-    with pytest.raises(DatasetError, match=r"expected \(N, 6, 9, 9\)") as err:
-        adapter.adapt(np.zeros((1, 10, 9, 9), dtype=np.float32))
+    with pytest.raises(DatasetError, match=r"expected \(N, 4, 9, 9\)") as err:
+        adapter.adapt(np.zeros((1, 6, 9, 9), dtype=np.float32))
     assert (err.value.array, err.value.check) == ("features", "shape")
 
 
@@ -133,19 +149,13 @@ class ExtraShared(ConnectGame):
     def __init__(self, extra_global: bool) -> None:
         self.extra_global = extra_global
 
-    def state_planes(self, state: object, feature_version: str) -> PositionPlanes:
-        planes = super().state_planes(state, feature_version)
+    def feature_spec(self, board_type: str, feature_version: str) -> FeatureSpec:
+        spec = super().feature_spec(board_type, feature_version)
         if feature_version == "v1":
-            return planes
+            return spec
         if self.extra_global:
-            return PositionPlanes(planes.per_seat, planes.shared,
-                                  np.concatenate([planes.globals, planes.globals[:, :1]], 1),
-                                  planes.per_seat_names, planes.shared_names,
-                                  (*planes.global_names, "extra"))
-        return PositionPlanes(planes.per_seat,
-                              np.concatenate([planes.shared, planes.shared[:, :1]], axis=1),
-                              planes.globals, planes.per_seat_names,
-                              (*planes.shared_names, "extra"), planes.global_names)
+            return dataclasses.replace(spec, global_names=(*spec.global_names, "extra"))
+        return dataclasses.replace(spec, shared_names=(*spec.shared_names, "extra"))
 
 
 def test_conversions_that_cannot_be_derived() -> None:
@@ -162,24 +172,16 @@ def test_conversions_that_cannot_be_derived() -> None:
     assert err.value.context == {"from_version": "v2", "to_version": "v1"}
 
 
-class Mixer:
+class Mixer(GameDefaults):
     """Just what an adapter reads: two per-seat families in v1, and in v2 a third one mixed
     from both (placed between them), so a swapped seat or family axis shows."""
 
     name = "mixer"
     feature_versions = ("v1", "v2")
 
-    def geometry(self, board_type: str) -> BoardGeometry:
-        return BoardGeometry(board_type, 2, 3, np.ones((2, 3), dtype=bool))
-
-    def new_state(self, board_type: str, num_players: int) -> None:
-        return None
-
-    def state_planes(self, state: None, feature_version: str) -> PositionPlanes:
+    def feature_spec(self, board_type: str, feature_version: str) -> FeatureSpec:
         families = ("a", "b") if feature_version == "v1" else ("a", "mix", "b")
-        return PositionPlanes(np.zeros((1, 4, len(families), 2, 3), np.float32),
-                              np.zeros((1, 2, 2, 3), np.float32), np.zeros((1, 1), np.float32),
-                              families, ("s", "t"), ("g",))
+        return FeatureSpec(families, (), ("s", "t"), ("g",), 2, 3)
 
     def derive_per_seat(self, per_seat: np.ndarray, board_type: str, from_version: str,
                         to_version: str) -> np.ndarray:
@@ -192,7 +194,7 @@ def test_derivation_maps_channels_by_name() -> None:
     features = np.random.default_rng(0).random((3, len(adapter.channels_in), 2, 3),
                                                dtype=np.float32)
     adapted = adapter.adapt(features)
-    assert adapted.shape == (3, 3 * (12 + 2), 2, 3)
+    assert adapted.shape == (3, 3 * (6 + 2), 2, 3)
 
     def source(name: str) -> np.ndarray:
         return features[:, adapter.channels_in.index(name)]

@@ -41,7 +41,7 @@ from playstream.dataset import (DatasetConfig, NPZDatasetWriter, RowBatch, iter_
                                 load_npz_dataset, read_metadata, validate_npz_dataset)
 from playstream.dataset.checks import row_shape
 from playstream.dataset.schema import (BATCH_ARRAYS, FIXED_DTYPES, FORMAT_VERSION,
-                                       READABLE_VERSIONS, game_id_dtype)
+                                       WRITABLE_VERSIONS, game_id_dtype)
 from playstream.digests import DIGEST_BYTES, DIGEST_DTYPE, DigestSet
 from playstream.errors import (ChunkError, ConfigMismatchError, DatasetError,
                                EmptyResultError, PlaystreamError)
@@ -93,8 +93,8 @@ class CompactOptions:
              f"must be at least {MIN_MEMORY_BUDGET}"),
             ("keep_versions", self.keep_versions >= 1, "must be at least 1"),
             ("seed", 0 <= self.seed < 2**63, "must be in [0, 2^63)"),
-            ("format_version", self.format_version in READABLE_VERSIONS,
-             f"must be one of {READABLE_VERSIONS}"),
+            ("format_version", self.format_version in WRITABLE_VERSIONS,
+             f"must be one of {WRITABLE_VERSIONS}"),
         )
         for name, ok, message in rules:
             if not ok:

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from playstream.dataset.schema import (NDIM, PER_ROW_ARRAYS, SEATS, dtype_matches,
+from playstream.dataset.schema import (NDIM, PER_ROW_ARRAYS, MAX_VALUE_SEATS, dtype_matches,
                                        expected_dtype_text)
 from playstream.errors import DatasetError
 
@@ -23,7 +23,7 @@ class RowBatch:
     features: np.ndarray  # float32 [N, C, H, W]
     globals: np.ndarray  # float32 [N, G]
     values: np.ndarray  # float32 [N], from the view of the seat to move
-    values_mp: np.ndarray  # float32 [N, 4], by absolute seat 1..4
+    values_mp: np.ndarray  # float32 [N, seats], by absolute seat (4 columns in format 1)
     policy_indptr: np.ndarray  # int64 [N+1], starts at 0
     policy_indices: np.ndarray  # int32 [nnz]
     policy_values: np.ndarray  # float32 [nnz]
@@ -50,9 +50,9 @@ class RowBatch:
             if rows != n:
                 raise DatasetError(f"has {rows} rows, values has {n}", array=name,
                                    check="shapes")
-        if self.values_mp.shape[1] != SEATS:
-            raise DatasetError(f"has {self.values_mp.shape[1]} columns, expected {SEATS}",
-                               array="values_mp", check="shapes")
+        if not 1 <= self.values_mp.shape[1] <= MAX_VALUE_SEATS:
+            raise DatasetError(f"has {self.values_mp.shape[1]} columns, expected 1.."
+                               f"{MAX_VALUE_SEATS}", array="values_mp", check="shapes")
         if self.policy_indptr.shape[0] != n + 1:
             raise DatasetError(f"has {self.policy_indptr.shape[0]} entries, expected N+1 = "
                                f"{n + 1}", array="policy_indptr", check="shapes")

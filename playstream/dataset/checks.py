@@ -10,7 +10,7 @@ import numpy as np
 
 from playstream.dataset.batch import RowBatch
 from playstream.dataset.config import DatasetConfig
-from playstream.dataset.schema import DENSE_POLICY, FLOAT_ARRAYS, POLICY_SUM_TOLERANCE, SEATS
+from playstream.dataset.schema import DENSE_POLICY, FLOAT_ARRAYS, POLICY_SUM_TOLERANCE
 from playstream.errors import DatasetError
 
 CONTENT_CHECKS = ("finite", "value_range", "policy", "dense_policy", "row_fields")
@@ -21,7 +21,7 @@ def row_shape(name: str, config: DatasetConfig) -> tuple[int, ...]:
     return {
         "features": (len(config.channels), config.height, config.width),
         "globals": (len(config.global_names),),
-        "values_mp": (SEATS,),
+        "values_mp": (config.value_seats,),
         DENSE_POLICY: (config.policy_size,),
     }.get(name, ())
 

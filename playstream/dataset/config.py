@@ -10,10 +10,14 @@ import re
 from dataclasses import dataclass, fields
 from typing import Any, Mapping, Sequence
 
-from playstream.dataset.schema import SEATS
+from playstream.dataset.schema import MAX_VALUE_SEATS, V1_VALUE_SEATS
 from playstream.errors import ConfigMismatchError, DatasetError
 
 _IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_BOARD = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=,()-]{0,63}")
+"""Board types may be parameterised game strings, ``go(board_size=9)``; `DatasetConfig.key`
+spells them path-safe (``go.board_size-9``)."""
+_KEY_SPELLING = str.maketrans({"(": ".", ")": "", ",": ".", "=": "-"})
 MAX_NAME_LEN = 128
 MAX_CHANNELS = 65536
 MAX_POLICY_SIZE = 1 << 24
@@ -44,13 +48,16 @@ class DatasetConfig:
     policy_size: int
     height: int
     width: int
+    value_seats: int = 0  # values_mp columns; 0 = num_players (format 1 files: 4)
+    binary_channels: tuple[bool, ...] = ()  # per channel; () = none known (format 1 files)
 
     def __post_init__(self) -> None:
         for name in ("game", "game_version", "board_type", "feature_version"):
             value = getattr(self, name)
-            if not isinstance(value, str) or not _IDENT.fullmatch(value):
-                _invalid(name, f"must match {_IDENT.pattern} (it names files), got {value!r}")
-        _check_int("num_players", self.num_players, 1, SEATS)
+            pattern = _BOARD if name == "board_type" else _IDENT
+            if not isinstance(value, str) or not pattern.fullmatch(value):
+                _invalid(name, f"must match {pattern.pattern} (it names files), got {value!r}")
+        _check_int("num_players", self.num_players, 1, MAX_VALUE_SEATS)
         _check_int("history_length", self.history_length, 0, 1 << 16)
         _check_int("policy_size", self.policy_size, 1, MAX_POLICY_SIZE)
         _check_int("height", self.height, 1, MAX_BOARD_SIDE)
@@ -59,16 +66,29 @@ class DatasetConfig:
         object.__setattr__(self, "channels", _names("channels", self.channels, minimum=1))
         object.__setattr__(self, "global_names", _names("global_names", self.global_names,
                                                         minimum=0))
+        if self.value_seats == 0:
+            object.__setattr__(self, "value_seats", self.num_players)
+        _check_int("value_seats", self.value_seats, self.num_players, MAX_VALUE_SEATS)
+        binary = self.binary_channels
+        if isinstance(binary, str) or not isinstance(binary, Sequence) \
+                or any(not isinstance(b, bool) for b in binary) \
+                or len(binary) not in (0, len(self.channels)):
+            _invalid("binary_channels", f"must be {len(self.channels)} booleans (one per "
+                                        f"channel) or empty")
+        object.__setattr__(self, "binary_channels", tuple(binary))
 
     def key(self) -> str:
-        """Short stable identifier, e.g. 'connect-1_square8_2p_v2_h3'; safe as a path part."""
-        return (f"{self.game}-{self.game_version}_{self.board_type}_{self.num_players}p_"
+        """Short stable identifier, '<game>-<version>_<board>_<n>p_<features>_h<history>'
+        (e.g. 'openspiel-1_go.board_size-9_2p_obs_h0'); safe as a path part."""
+        board = self.board_type.translate(_KEY_SPELLING)
+        return (f"{self.game}-{self.game_version}_{board}_{self.num_players}p_"
                 f"{encoder_scope(self.feature_version, self.history_length)}")
 
     def to_metadata(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["channels"] = list(self.channels)
         out["global_names"] = list(self.global_names)
+        out["binary_channels"] = list(self.binary_channels)
         return out
 
     @classmethod
@@ -76,8 +96,14 @@ class DatasetConfig:
         """The configuration stored in a file's metadata; DatasetError naming a missing or
         invalid key otherwise."""
         values = {}
+        old = metadata.get("format_version") == 1
         for f in fields(cls):
             if f.name not in metadata:
+                if old and f.name == "value_seats":
+                    values[f.name] = V1_VALUE_SEATS
+                    continue
+                if old and f.name == "binary_channels":
+                    continue
                 _invalid(f.name, "missing from metadata")
             values[f.name] = metadata[f.name]
         return cls(**values)

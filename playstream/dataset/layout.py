@@ -16,7 +16,7 @@ from playstream.dataset.archive import Archive, Member
 from playstream.dataset.checks import row_shape
 from playstream.dataset.config import DatasetConfig
 from playstream.dataset.packing import FeatureStorage, packed_width
-from playstream.dataset.schema import (DENSE_FORMAT_VERSION, DENSE_POLICY, FEATURE_BITS,
+from playstream.dataset.schema import (DENSE_FORMAT_VERSION, DENSE_FORMAT_VERSIONS, DENSE_POLICY, FEATURE_BITS,
                                        FEATURE_CONSTANT, FEATURE_FLOATS, FORMAT_VERSION, METADATA,
                                        NDIM, REQUIRED_METADATA_KEYS, dtype_matches,
                                        expected_dtype_text, file_arrays, per_row_arrays)
@@ -151,10 +151,12 @@ class _Inspection:
             raise self.fail(err.message, "metadata", METADATA) from None
         dense = self.dense
         n = self.members["values"].shape[0]
-        if meta["format_version"] != self.version:
-            raise self.fail(f"format_version is {meta['format_version']}, but the members are "
-                            f"those of format {self.version}", "metadata", METADATA)
-        if self.version != DENSE_FORMAT_VERSION:
+        version = meta["format_version"]
+        if (version in DENSE_FORMAT_VERSIONS) != (self.version in DENSE_FORMAT_VERSIONS):
+            raise self.fail(f"format_version is {version}, but the members are those of "
+                            f"format {self.version}", "metadata", METADATA)
+        self.version = version
+        if self.version not in DENSE_FORMAT_VERSIONS:
             try:
                 self.storage = FeatureStorage.from_metadata(meta.get("feature_storage"),
                                                             len(config.channels), self.path)

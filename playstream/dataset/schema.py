@@ -1,9 +1,12 @@
-"""The playstream NPZ format, versions 1 and 2: array names, dtypes, bounds, the checksum rule.
+"""The playstream NPZ format, versions 1 to 3: array names, dtypes, bounds, the checksum rule.
 
-Version 1 stores the feature planes as one dense float32 array. Version 2 (the default) stores
-the same planes compactly: channels that hold only 0 and 1 as bits, channels that are the same
+Version 1: dense float32 feature planes, ``values_mp`` with 4 columns. Version 2: the same
+dense planes, ``values_mp`` as wide as the configuration's seats and per-channel binary flags
+in the metadata (the general game contract). Version 3 (the default) is version 2 with the
+planes stored compactly: channels that hold only 0 and 1 as bits, channels that are the same
 in every row once per file, the rest as float32 (`playstream.dataset.packing`). Every other
-array is the same in both versions, and a reader gives both the same dense `RowBatch`.
+array is the same in versions 2 and 3, and a reader gives every version the same dense
+`RowBatch`.
 
 Everything the writer, the reader and the validator must agree on lives here, so that a change
 of the format is one edit plus a version bump. docs/FORMAT.md is the prose form of this module.
@@ -16,12 +19,17 @@ from typing import Final
 import numpy as np
 
 FORMAT_NAME: Final = "playstream-npz"
-FORMAT_VERSION: Final = 2  # what the writer writes unless asked for format 1 (dense)
-DENSE_FORMAT_VERSION: Final = 1
-READABLE_VERSIONS: Final = (1, 2)
+FORMAT_VERSION: Final = 3  # what the writer writes unless asked for dense planes
+DENSE_FORMAT_VERSION: Final = 2  # `--features dense`: one float32 `features` array
+DENSE_FORMAT_VERSIONS: Final = (1, 2)  # versions whose planes are one dense array
+READABLE_VERSIONS: Final = (1, 2, 3)
+WRITABLE_VERSIONS: Final = (DENSE_FORMAT_VERSION, FORMAT_VERSION)
+"""Version 1 files still read: their values_mp has 4 columns whatever the player count
+(metadata ``value_seats`` is 4 for them) and their channels carry no binary flags."""
 
 MAX_GAME_ID_LEN: Final = 128
-SEATS: Final = 4  # values_mp always has one column per possible seat 1..4
+V1_VALUE_SEATS: Final = 4  # format 1: values_mp had one column per possible seat 1..4
+MAX_VALUE_SEATS: Final = 8  # values_mp columns: the configuration's seats, at most 8
 POLICY_SUM_TOLERANCE: Final = 1e-3
 # Bounds on untrusted files: a hostile header or metadata member cannot make a reader allocate
 # or parse without limit.
@@ -75,11 +83,13 @@ REQUIRED_METADATA_KEYS: Final = (
     "feature_version", "history_length", "channels", "global_names", "policy_size", "height",
     "width", "rows", "games", "created_at", "dense_policy", "checksums", "extra",
 )
+V2_METADATA_KEYS: Final = ("value_seats", "binary_channels")
+"""Configuration keys format 2 added (required from version 2 on)."""
 
 
 def _stored_features(version: int, names: tuple[str, ...], *, per_row: bool
                      ) -> tuple[str, ...]:
-    if version == DENSE_FORMAT_VERSION:
+    if version in DENSE_FORMAT_VERSIONS:
         return names
     packed = PACKED_FEATURES[:2] if per_row else PACKED_FEATURES
     return tuple(p for n in names for p in (packed if n == "features" else (n,)))

@@ -27,10 +27,10 @@ from playstream.dataset.batch import RowBatch
 from playstream.dataset.checks import content_problems, row_shape
 from playstream.dataset.config import DatasetConfig
 from playstream.dataset.packing import ChannelObserver, FeatureStorage, packed_width
-from playstream.dataset.schema import (DENSE_FORMAT_VERSION, DENSE_POLICY, FEATURE_BITS,
+from playstream.dataset.schema import (DENSE_FORMAT_VERSION, DENSE_FORMAT_VERSIONS, DENSE_POLICY, FEATURE_BITS,
                                        FEATURE_CONSTANT, FEATURE_FLOATS, FIXED_DTYPES,
                                        FORMAT_NAME, FORMAT_VERSION, MAX_METADATA_BYTES, METADATA,
-                                       PER_ROW_ARRAYS, READABLE_VERSIONS, checksum_hasher,
+                                       PER_ROW_ARRAYS, WRITABLE_VERSIONS, checksum_hasher,
                                        file_arrays, game_id_dtype)
 from playstream.durable import fsync_dir
 from playstream.errors import DatasetError
@@ -53,14 +53,14 @@ class NPZDatasetWriter:
         self.path = Path(path)
         self.config = config
         self.dense_policy = dense_policy
-        if format_version not in READABLE_VERSIONS:
+        if format_version not in WRITABLE_VERSIONS:
             raise DatasetError(f"cannot write format version {format_version}; writable: "
-                               f"{', '.join(map(str, READABLE_VERSIONS))}", path=str(self.path),
+                               f"{', '.join(map(str, WRITABLE_VERSIONS))}", path=str(self.path),
                                check="writer")
         self.format_version = format_version
         # Format 2 decides at close how each channel is stored, from what was written.
         self._channels = (ChannelObserver(len(config.channels))
-                          if format_version != DENSE_FORMAT_VERSION else None)
+                          if format_version not in DENSE_FORMAT_VERSIONS else None)
         self._storage: FeatureStorage | None = None
         self._compression = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
         # Checked now, not after all the writes; the JSON round trip also detaches the copy

@@ -6,15 +6,14 @@ from playstream.encoders.policy import PolicyTargets, SoftTarget, build_policy_t
 from playstream.encoders.rows import encode_game_rows
 from playstream.encoders.values import (compute_multi_player_values, compute_value,
                                         value_from_final_ranking, value_from_final_winner)
-from playstream.encoders.versions import (CURRENT_FEATURE_VERSION, FEATURE_VERSIONS,
-                                          ExportSettings, FeatureAdapter, get_feature_adapter,
-                                          get_feature_version)
+from playstream.encoders.versions import (ExportSettings, FeatureAdapter, get_feature_adapter,
+                                          get_feature_version, resolve_feature_version)
 
 __all__ = [
-    "CURRENT_FEATURE_VERSION", "FEATURE_VERSIONS", "MAX_HISTORY_LENGTH", "EncodedFeatures",
+    "MAX_HISTORY_LENGTH", "EncodedFeatures",
     "ExportSettings", "FeatureAdapter", "FeatureLayout", "PolicyTargets", "SoftTarget",
     "build_policy_targets", "channel_names", "check_feature_request",
     "compute_multi_player_values", "compute_value", "encode_game", "encode_game_rows",
     "encode_state_with_history", "feature_layout", "get_feature_adapter",
-    "get_feature_version", "value_from_final_ranking", "value_from_final_winner",
+    "get_feature_version", "resolve_feature_version", "value_from_final_ranking", "value_from_final_winner",
 ]

@@ -13,7 +13,6 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from playstream.errors import RecordError
-from playstream.games.base import BoardGeometry
 from playstream.records import PROBABILITY_TOLERANCE
 
 SoftTarget = tuple[Sequence[int], Sequence[float], float]
@@ -32,15 +31,17 @@ class PolicyTargets:
 
 
 def build_policy_targets(moves: np.ndarray, search: Sequence[SoftTarget | None],
-                         rows: np.ndarray, geometry: BoardGeometry, *,
+                         rows: np.ndarray, num_actions: int, *,
                          game_id: str | None = None) -> PolicyTargets:
-    """Targets for the rows ``rows`` (move numbers) of one game.
+    """Targets for the rows ``rows`` (move numbers) of one game of ``num_actions`` actions.
 
     ``moves[t]`` is the move played at t and ``search[t]`` its statistics or None. Rejects
     (RecordError naming the field: ``search[t]`` for a move with statistics, ``moves[t]``
     for the one-hot target of a move without) mismatched list lengths, empty
-    distributions, non-integer, off-board or repeated indices, and negative, non-finite or
+    distributions, non-integer, out-of-range or repeated indices, and negative, non-finite or
     non-normalised probabilities.
+    Legality is the game's: `playstream.records.check_rules` replays the game and refuses
+    search entries that are not legal where they were searched.
     """
     rows = np.asarray(rows, dtype=np.int64)
     picked = [search[t] for t in rows.tolist()]
@@ -51,9 +52,8 @@ def build_policy_targets(moves: np.ndarray, search: Sequence[SoftTarget | None],
     _reject_rows(n_indices != n_probs, fields, game_id,
                  "search statistics have different numbers of indices and probabilities")
     _reject_rows(n_indices == 0, fields, game_id, "search statistics are empty")
-    _reject_rows(n_indices > geometry.policy_size, fields, game_id,
-                 f"search statistics have more entries than the policy size "
-                 f"{geometry.policy_size}")
+    _reject_rows(n_indices > num_actions, fields, game_id,
+                 f"search statistics have more entries than the {num_actions} actions")
 
     played = moves[rows].tolist()
     indices = _flat_array(chain.from_iterable(
@@ -63,10 +63,9 @@ def build_policy_targets(moves: np.ndarray, search: Sequence[SoftTarget | None],
                         "iuf", "probabilities", game_id).astype(np.float64)
     entry_row = np.repeat(np.arange(rows.size), n_indices)
 
-    in_range = (indices >= 0) & (indices < geometry.policy_size)
-    on_board = np.zeros_like(in_range)
-    on_board[in_range] = geometry.valid.ravel()[indices[in_range]]
-    _reject_entries(~on_board, entry_row, fields, game_id, "policy index is off the board")
+    in_range = (indices >= 0) & (indices < num_actions)
+    _reject_entries(~in_range, entry_row, fields, game_id,
+                    f"policy index is not an action in 0..{num_actions - 1}")
     _reject_entries(~np.isfinite(probs) | (probs < 0), entry_row, fields, game_id,
                     "probability is negative or not finite")
     sums = np.bincount(entry_row, weights=probs, minlength=rows.size)

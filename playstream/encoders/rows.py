@@ -8,21 +8,22 @@ import numpy as np
 from playstream.dataset import RowBatch
 from playstream.dataset.schema import MAX_GAME_ID_LEN
 from playstream.errors import ConfigMismatchError, RecordError
-from playstream.games.base import Game, Replay
+from playstream.games.base import CHANCE, Game, Replay
 
 from .features import encode_game
 from .policy import SoftTarget, build_policy_targets
-from .values import compute_multi_player_values
+from .values import game_values
 from .versions import ExportSettings
 
 
 def encode_game_rows(game: Game, replay: Replay, search: Sequence[SoftTarget | None] | None,
                      settings: ExportSettings, game_id: str) -> RowBatch:
-    """Rows for the moves t with t % sample_every == 0 of a finished game.
+    """Rows for the seat moves t with t % sample_every == 0 of a finished game (chance
+    moves give no row).
 
     ``search[t]`` holds move t's search statistics or None (one-hot target on the move
-    played); ``search`` None means no move has any. Values are rank values from the final
-    ranking: ``values`` for the seat to move, ``values_mp`` by absolute seat.
+    played); ``search`` None means no move has any. Values come from ranks or returns as the
+    game declares: ``values`` for the seat to move, ``values_mp`` by absolute seat.
     """
     if not 1 <= len(game_id) <= MAX_GAME_ID_LEN:
         raise RecordError(f"game_id must have 1..{MAX_GAME_ID_LEN} characters, "
@@ -43,10 +44,11 @@ def encode_game_rows(game: Game, replay: Replay, search: Sequence[SoftTarget | N
                           field="search", game_id=game_id)
 
     rows = np.arange(0, num_moves, settings.sample_every, dtype=np.int64)
+    rows = rows[replay.movers[rows] != CHANCE]
     encoded = encode_game(game, replay, settings.feature_version, settings.history_length, rows)
-    policy = build_policy_targets(replay.moves, search, rows, game.geometry(replay.board_type),
-                                  game_id=game_id)
-    seat_values = compute_multi_player_values(replay.outcome, replay.num_players)
+    policy = build_policy_targets(replay.moves, search, rows,
+                                  game.num_actions(replay.board_type), game_id=game_id)
+    seat_values = game_values(game, replay.board_type, replay.outcome)
     player = replay.movers[rows]
     return RowBatch(
         features=encoded.features, globals=encoded.globals,

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from playstream.dataset.schema import SEATS
 from playstream.errors import RecordError
-from playstream.games.base import Outcome
+from playstream.games.base import MAX_SEATS, Game, Outcome
 
 def compute_value(winner: int | None, perspective: int) -> float:
     """+1 if ``perspective`` won, -1 if another seat won, 0 when nobody did."""
@@ -32,22 +31,44 @@ def value_from_final_ranking(outcome: Outcome, perspective: int) -> float:
 
 
 def compute_multi_player_values(outcome: Outcome, num_players: int) -> np.ndarray:
-    """float32 [4]: the rank value of each seat, 0 for seats beyond ``num_players``."""
+    """float32 [num_players]: the rank value of each seat."""
     if num_players != len(outcome.ranks):
         raise RecordError(
             f"outcome ranks {len(outcome.ranks)} seats but the game has {num_players} players",
             field="outcome")
-    values = np.zeros(SEATS, dtype=np.float32)
-    values[:num_players] = _rank_values(outcome)
-    return values
+    return _rank_values(outcome).astype(np.float32)
+
+
+def values_from_returns(outcome: Outcome, low: float, high: float) -> np.ndarray:
+    """float32 [n]: the game's returns mapped linearly from [low, high] onto [-1, 1]."""
+    if outcome.returns is None:
+        raise RecordError("the game declares values from returns but the outcome has none",
+                          field="returns")
+    if not high > low:
+        raise RecordError(f"returns range ({low}, {high}) is empty", field="returns")
+    returns = np.asarray(outcome.returns, dtype=np.float64)
+    if not np.isfinite(returns).all() or (returns < low).any() or (returns > high).any():
+        raise RecordError(f"returns {tuple(outcome.returns)} are outside [{low}, {high}]",
+                          field="returns")
+    return (2.0 * (returns - low) / (high - low) - 1.0).astype(np.float32)
+
+
+def game_values(game: Game, board_type: str, outcome: Outcome) -> np.ndarray:
+    """float32 [n]: each seat's value target, from ranks or from returns as the game
+    declares (`Game.value_source`)."""
+    if game.value_source == "returns":
+        low, high = game.returns_range(board_type)
+        return values_from_returns(outcome, low, high)
+    return compute_multi_player_values(outcome, len(outcome.ranks))
 
 
 def _rank_values(outcome: Outcome) -> np.ndarray:
     """float64 [n]: rank values by seat, ties averaged over the ranks they span."""
     ranks = np.asarray(outcome.ranks, dtype=np.int64)
     n = ranks.size
-    if not 2 <= n <= SEATS:
-        raise RecordError(f"outcome ranks {n} seats; expected 2..{SEATS}", field="outcome")
+    if not 2 <= n <= MAX_SEATS:
+        raise RecordError(f"outcome ranks {n} seats; rank values need 2..{MAX_SEATS} (a "
+                          "one-seat game declares its values from returns)", field="outcome")
     # Competition ranking: a seat's rank is 1 + the number of seats ranked strictly better.
     expected = 1 + (ranks[None, :] < ranks[:, None]).sum(axis=1)
     if not np.array_equal(ranks, expected):

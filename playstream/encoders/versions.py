@@ -10,28 +10,29 @@ from __future__ import annotations
 from typing import Annotated, Callable
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from playstream.dataset import DatasetConfig
-from playstream.dataset.schema import SEATS
-from playstream.errors import DatasetError, FeatureVersionError
-from playstream.games import Game, get_game
+from playstream.errors import ConfigMismatchError, DatasetError, FeatureVersionError, UnknownGameError
+from playstream.games import MAX_SEATS, Game, get_game
 from playstream.records import MAX_MOVES
 
-from .features import MAX_HISTORY_LENGTH, FeatureLayout, feature_layout
-
-FEATURE_VERSIONS: tuple[str, ...] = ("v1", "v2")
-CURRENT_FEATURE_VERSION = "v2"
-
-_LAYOUT_PLAYERS = 2
-"""Player count of the fresh game an adapter reads plane names from: names do not depend on
-the count, and every game plays with two."""
+from .features import MAX_HISTORY_LENGTH, FeatureLayout, check_feature_request, feature_layout
 
 
-def get_feature_version(board_type: str | None = None) -> str:
-    """The feature version new exports use. Every board is on the same version today; the
-    board type is asked for so that callers already say which board they export."""
-    return CURRENT_FEATURE_VERSION
+def get_feature_version(game: Game, board_type: str | None = None) -> str:
+    """The feature version new exports of ``game`` use: the last one it declares."""
+    return game.feature_versions[-1]
+
+
+def resolve_feature_version(game_name: str, feature_version: str | None) -> str:
+    """``feature_version`` checked against the game's own versions, or the game's default
+    when None; FeatureVersionError listing the game's versions otherwise."""
+    game = get_game(game_name)
+    if feature_version is None:
+        return get_feature_version(game)
+    check_feature_request(game, feature_version, 0)
+    return feature_version
 
 
 class ExportSettings(BaseModel):
@@ -41,34 +42,44 @@ class ExportSettings(BaseModel):
 
     game: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")] = "connect"
     board_type: Annotated[str, StringConstraints(min_length=1, max_length=64)]
-    num_players: Annotated[int, Field(ge=2, le=SEATS)]
-    feature_version: str = CURRENT_FEATURE_VERSION
+    num_players: Annotated[int, Field(ge=1, le=MAX_SEATS)]
+    feature_version: str
     history_length: Annotated[int, Field(ge=0, le=MAX_HISTORY_LENGTH)] = 3
     sample_every: Annotated[int, Field(ge=1, le=MAX_MOVES)] = 1
     dense_policy: bool = False
     min_moves: Annotated[int, Field(ge=0, le=MAX_MOVES)] = 0
 
-    @field_validator("feature_version")
+    @model_validator(mode="before")
     @classmethod
-    def _known_version(cls, value: str) -> str:
-        if value not in FEATURE_VERSIONS:
-            raise ValueError(f"unknown feature version {value!r}; known: "
-                             f"{', '.join(FEATURE_VERSIONS)}")
-        return value
+    def _default_version(cls, data: object) -> object:
+        """No feature version given: the game's default (an unknown game fails later, in
+        `dataset_config`, as an UnknownGameError)."""
+        if isinstance(data, dict) and data.get("feature_version") is None:
+            game = data.get("game", "connect")
+            try:
+                data = {**data, "feature_version": get_feature_version(get_game(game))}
+            except UnknownGameError:  # reported by dataset_config with its own error
+                data = {**data, "feature_version": ""}
+        return data
 
     def dataset_config(self) -> DatasetConfig:
-        """The configuration the rows of this export carry, from the game's own geometry
-        and plane names (UnknownGameError / FeatureVersionError if the game lacks them)."""
+        """The configuration the rows of this export carry, from the game's own action
+        count and feature spec (UnknownGameError / FeatureVersionError if the game lacks them)."""
         game = get_game(self.game)
-        geometry = game.geometry(self.board_type)
+        if self.num_players not in game.player_counts(self.board_type):
+            raise ConfigMismatchError(
+                f"{game.name} {self.board_type} is played by "
+                f"{', '.join(map(str, game.player_counts(self.board_type)))} players, not "
+                f"{self.num_players}", num_players=self.num_players)
         layout = feature_layout(game, self.board_type, self.num_players, self.feature_version,
                                 self.history_length)
         return DatasetConfig(
             game=game.name, game_version=game.version, board_type=self.board_type,
             num_players=self.num_players, feature_version=self.feature_version,
             history_length=self.history_length, channels=layout.channels,
-            global_names=layout.global_names, policy_size=geometry.policy_size,
-            height=geometry.height, width=geometry.width)
+            global_names=layout.global_names, policy_size=game.num_actions(self.board_type),
+            height=layout.height, width=layout.width, value_seats=self.num_players,
+            binary_channels=layout.binary_channels)
 
 
 Deriver = Callable[[np.ndarray], np.ndarray]
@@ -80,6 +91,7 @@ class FeatureAdapter:
 
     def __init__(self, layout_in: FeatureLayout, layout_out: FeatureLayout, height: int,
                  width: int, derive: Deriver | None) -> None:
+        self.num_players = layout_in.num_players
         self.channels_in = layout_in.channels
         self.channels_out = layout_out.channels
         self.height = height
@@ -109,8 +121,9 @@ class FeatureAdapter:
         frames = self._layout_in.history_length + 1
         families = len(self._layout_in.per_seat_names)
         by_frame = features.reshape(rows, frames, -1, self.height, self.width)
-        per_seat = by_frame[:, :, :SEATS * families].reshape(
-            rows, frames, families, SEATS, self.height, self.width).transpose(0, 1, 3, 2, 4, 5)
+        seats = self.num_players
+        per_seat = by_frame[:, :, :seats * families].reshape(
+            rows, frames, families, seats, self.height, self.width).transpose(0, 1, 3, 2, 4, 5)
         derived = self._derive(per_seat)
         derived = derived.transpose(0, 1, 3, 2, 4, 5).reshape(
             rows, frames, -1, self.height, self.width)
@@ -120,25 +133,20 @@ class FeatureAdapter:
 
 
 def get_feature_adapter(from_version: str, to_version: str, *, game: Game, board_type: str,
-                        history_length: int) -> FeatureAdapter:
+                        history_length: int, num_players: int = 2) -> FeatureAdapter:
     """An adapter from ``from_version`` to ``to_version`` features of ``game`` on a board.
 
     Raises FeatureVersionError for an unknown version, for globals or shared planes that
     differ, or for per-seat families the game cannot derive from the source ones.
     """
-    for version in (from_version, to_version):
-        if version not in FEATURE_VERSIONS:
-            raise FeatureVersionError(f"unknown feature version {version!r}; known: "
-                                      f"{', '.join(FEATURE_VERSIONS)}", feature_version=version)
-    layout_in = feature_layout(game, board_type, _LAYOUT_PLAYERS, from_version, history_length)
-    layout_out = feature_layout(game, board_type, _LAYOUT_PLAYERS, to_version, history_length)
-    geometry = game.geometry(board_type)
+    layout_in = feature_layout(game, board_type, num_players, from_version, history_length)
+    layout_out = feature_layout(game, board_type, num_players, to_version, history_length)
     context = {"from_version": from_version, "to_version": to_version}
     if layout_in.global_names != layout_out.global_names:
         raise FeatureVersionError("the versions have different globals; an adapter converts "
                                   "feature planes only", **context)
     if set(layout_out.channels) <= set(layout_in.channels):
-        return FeatureAdapter(layout_in, layout_out, geometry.height, geometry.width, None)
+        return FeatureAdapter(layout_in, layout_out, layout_in.height, layout_in.width, None)
     missing = sorted(set(layout_out.shared_names) - set(layout_in.shared_names))
     if missing:
         raise FeatureVersionError(f"shared planes {', '.join(missing)} of {to_version} are not "
@@ -149,10 +157,11 @@ def get_feature_adapter(from_version: str, to_version: str, *, game: Game, board
 
     # One empty frame tells whether the game can derive at all and whether it yields the
     # families it declares, before any real data depends on it.
-    probe = derive(np.zeros((1, 1, SEATS, len(layout_in.per_seat_names), geometry.height,
-                             geometry.width), dtype=np.float32))
-    want = (1, 1, SEATS, len(layout_out.per_seat_names), geometry.height, geometry.width)
+    shape = (layout_in.height, layout_in.width)
+    probe = derive(np.zeros((1, 1, num_players, len(layout_in.per_seat_names), *shape),
+                            dtype=np.float32))
+    want = (1, 1, num_players, len(layout_out.per_seat_names), *shape)
     if probe.shape != want:
         raise FeatureVersionError(f"{game.name} derives per-seat planes of shape {probe.shape}, "
                                   f"expected {want}", **context)
-    return FeatureAdapter(layout_in, layout_out, geometry.height, geometry.width, derive)
+    return FeatureAdapter(layout_in, layout_out, layout_in.height, layout_in.width, derive)

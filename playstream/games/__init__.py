@@ -5,17 +5,33 @@ from functools import lru_cache
 from importlib.metadata import entry_points
 
 from playstream.errors import UnknownGameError
-from playstream.games.base import BoardGeometry, Game, Outcome, PositionPlanes, Replay
+from playstream.games.base import (CHANCE, CONTRACT_VERSION, MAX_SEATS, FeatureSpec, Game,
+                                   GameDefaults, GameLimits, Outcome, PositionPlanes, Replay)
+from playstream.games.symmetry import Symmetries
 
-__all__ = ["BoardGeometry", "Game", "Outcome", "PositionPlanes", "Replay", "get_game",
+__all__ = ["CHANCE", "CONTRACT_VERSION", "MAX_SEATS", "FeatureSpec", "Game", "GameDefaults",
+           "GameLimits", "Outcome", "PositionPlanes", "Replay", "Symmetries", "get_game",
            "available_games", "register_game", "unregister_game"]
 
 _EXTRA: dict[str, Game] = {}
 
 
+def _check_contract(game: object, origin: str) -> Game:
+    """A game must implement this contract version: an older plugin fails here, by name,
+    instead of deep inside an export."""
+    if not isinstance(game, Game):
+        raise UnknownGameError(f"{origin} does not provide a Game (contract version "
+                               f"{CONTRACT_VERSION})", field="game")
+    if game.contract_version != CONTRACT_VERSION:
+        raise UnknownGameError(f"{origin} implements game contract version "
+                               f"{game.contract_version}, this playstream needs "
+                               f"{CONTRACT_VERSION}", field="game")
+    return game
+
+
 def register_game(game: Game) -> None:
     """Register a game at run time (tests, notebooks); installed plugins use entry points."""
-    _EXTRA[game.name] = game
+    _EXTRA[game.name] = _check_contract(game, f"game {getattr(game, 'name', game)!r}")
 
 
 def unregister_game(name: str) -> None:
@@ -35,10 +51,7 @@ def available_games() -> list[str]:
 @lru_cache(maxsize=None)
 def _load(name: str) -> Game:
     ep = _entry_point_games()[name]
-    game = ep.load()  # type: ignore[attr-defined]
-    if not isinstance(game, Game):
-        raise UnknownGameError(f"entry point {ep!r} does not provide a Game", field="game")
-    return game
+    return _check_contract(ep.load(), f"entry point {ep!r}")  # type: ignore[attr-defined]
 
 
 def get_game(name: str) -> Game:

@@ -1,6 +1,6 @@
 """Self-play: the agents that choose moves and the generator that turns their games into
 validated records. It sits above the game contract and the encoders' value functions and
 below every sink (files, Kafka), so a worker is the same whatever it writes to."""
-from playstream.selfplay.generate import AGENTS, generate_records
+from playstream.selfplay.generate import AGENTS, agent_names, generate_records
 
-__all__ = ["AGENTS", "generate_records"]
+__all__ = ["AGENTS", "agent_names", "generate_records"]

@@ -16,12 +16,12 @@ import numpy as np
 
 from playstream.encoders.values import compute_multi_player_values
 from playstream.errors import IllegalMoveError
-from playstream.games.base import Game, Outcome
+from playstream.games.base import CHANCE, Game, Outcome
 
 
 def seat_values(outcome: Outcome) -> np.ndarray:
     """Rank value per seat, as training targets define it (one formula, in encoders)."""
-    return compute_multi_player_values(outcome, len(outcome.ranks))[:len(outcome.ranks)]
+    return compute_multi_player_values(outcome, len(outcome.ranks))
 
 
 @dataclass(frozen=True)
@@ -186,13 +186,23 @@ class MCTSAgent:
 
 def play_game(game: Game, board_type: str, num_players: int, agent: Agent, seed: int,
               max_moves: int | None = None) -> PlayedGame:
-    """One self-play game with ``agent`` in every seat; stops early after ``max_moves``."""
+    """One self-play game with ``agent`` in every seat; stops early after ``max_moves``.
+
+    Chance nodes are the game's, not the agent's: their outcome is drawn from
+    `Game.chance_outcomes` with a generator of its own seeded by the game seed, so the dice
+    of a game do not depend on how much the agent searched."""
     state = game.new_state(board_type, num_players)
     agent.start_game(seed)
+    dice = np.random.default_rng([seed, CHANCE])
     moves: list[int] = []
     search: list[SearchResult | None] = []
     while game.outcome(state) is None and (max_moves is None or len(moves) < max_moves):
-        decision = agent.select(game, state, num_players)
+        if state.to_move == CHANCE:
+            actions, probs = game.chance_outcomes(state)
+            decision = Decision(move=int(actions[dice.choice(len(actions), p=probs)]),
+                                search=None)
+        else:
+            decision = agent.select(game, state, num_players)
         game.apply_move(state, decision.move)
         moves.append(decision.move)
         search.append(decision.search)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import socket
 from datetime import datetime, timezone
 from typing import Iterator
@@ -16,19 +17,34 @@ from typing import Iterator
 import numpy as np
 
 from playstream.errors import PlaystreamError
-from playstream.games import get_game
+from playstream.games import Game, get_game
 from playstream.selfplay.agents import Agent, MCTSAgent, RandomAgent, play_game
 from playstream.records import GameRecord, MoveSearch, Source
 
 AGENTS = ("random", "mcts")
+"""The generic agents: they play any game through the `Game` protocol."""
 
 
-def make_agent(name: str, seed: int, simulations: int) -> Agent:
+def agent_names(game: Game, board_type: str) -> tuple[str, ...]:
+    """Every agent that can play ``game`` on ``board_type``: generic ones and the game's."""
+    return tuple(sorted(set(AGENTS) | set(game.agents(board_type))))
+
+
+def make_agent(name: str, seed: int, simulations: int, game: Game | None = None,
+               board_type: str | None = None) -> Agent:
+    """The agent ``name``: the game's own when it provides one (OpenSpiel's MCTS bot, say),
+    else the generic one."""
+    if game is not None and board_type is not None:
+        own = game.agents(board_type).get(name)
+        if own is not None:
+            return own(seed, simulations)
     if name == "random":
         return RandomAgent(seed)
     if name == "mcts":
         return MCTSAgent(seed, simulations=simulations)
-    raise PlaystreamError(f"unknown agent {name!r}; choose one of {', '.join(AGENTS)}")
+    known = agent_names(game, board_type) if game is not None and board_type else AGENTS
+    raise PlaystreamError(f"unknown agent {name!r}; choose one of {', '.join(known)}",
+                          field="agent")
 
 
 def game_seed(run_seed: int, worker: str, index: int) -> int:
@@ -47,7 +63,8 @@ def game_id(game_name: str, board_type: str, num_players: int, source: Source,
     ident = json.dumps([game_name, board_type, num_players, source.model_dump(), index],
                        sort_keys=True)
     digest = hashlib.sha256(ident.encode()).hexdigest()[:24]
-    return f"{game_name}-{board_type}-{num_players}p-{digest}"
+    board = re.sub(r"[^A-Za-z0-9._-]+", "-", board_type).strip("-")  # go(board_size=9)
+    return f"{game_name}-{board}-{num_players}p-{digest}"
 
 
 def generate_records(*, game_name: str = "connect", board_type: str, num_players: int,
@@ -58,7 +75,7 @@ def generate_records(*, game_name: str = "connect", board_type: str, num_players
     None)."""
     game = get_game(game_name)
     node = node or socket.gethostname()
-    player = make_agent(agent, seed, simulations)
+    player = make_agent(agent, seed, simulations, game, board_type)
     settings: dict[str, str | int | float | bool] = {"seed": seed}
     if agent == "mcts":
         settings["simulations"] = simulations
@@ -69,6 +86,7 @@ def generate_records(*, game_name: str = "connect", board_type: str, num_players
         created = datetime.now(timezone.utc)
         played = play_game(game, board_type, num_players, player, gseed)
         assert played.outcome is not None  # no max_moves: the game always ends
+        returns = None if played.outcome.returns is None else list(played.outcome.returns)
         search = None
         if agent == "mcts":
             search = [None if s is None else MoveSearch(
@@ -80,5 +98,5 @@ def generate_records(*, game_name: str = "connect", board_type: str, num_players
             num_players=num_players, seed=gseed, created_at=created,
             finished_at=datetime.now(timezone.utc), source=source, moves=played.moves,
             search=search, ranks=list(played.outcome.ranks), winner=played.outcome.winner,
-            termination=played.outcome.termination)
+            termination=played.outcome.termination, returns=returns)
         index += 1

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from playstream.errors import DatasetError, FeatureVersionError, RecordError
-from playstream.games.base import PositionPlanes, Replay
+from playstream.games.base import FeatureSpec, PositionPlanes, Replay
 from playstream.games.connect.rules import (MAX_PLAYERS, MIN_PLAYERS, BoardSpec, ConnectState,
                                             board_spec, check_num_players, next_seat)
 
@@ -39,6 +39,16 @@ def _families(feature_version: str) -> tuple[str, ...]:
             f"connect has no feature version {feature_version!r}; known: "
             f"{', '.join(FEATURE_VERSIONS)}", feature_version=feature_version)
     return families
+
+
+def feature_spec(board_type: str, feature_version: str) -> FeatureSpec:
+    """Every connect plane is binary; ``fill`` is the one non-binary global."""
+    families = _families(feature_version)
+    geometry = board_spec(board_type).geometry
+    binary = frozenset(families + SHARED_NAMES + tuple(n for n in GLOBAL_NAMES if n != "fill"))
+    return FeatureSpec(per_seat_names=families, viewed_names=(), shared_names=SHARED_NAMES,
+                       global_names=GLOBAL_NAMES, height=geometry.height, width=geometry.width,
+                       binary=binary)
 
 
 def _shifted(cells: np.ndarray, d_row: int, d_col: int) -> np.ndarray:
@@ -80,10 +90,12 @@ def _globals(num_players: int, fill: np.ndarray, finished_rel: np.ndarray) -> np
 
 
 def _assemble(families: tuple[str, ...], stones: np.ndarray, threats: np.ndarray | None,
-              empty: np.ndarray, on_board: np.ndarray, globals_: np.ndarray) -> PositionPlanes:
+              empty: np.ndarray, on_board: np.ndarray, globals_: np.ndarray,
+              num_players: int) -> PositionPlanes:
+    """Planes of the n seats that play (the rules track MAX_PLAYERS, the planes do not)."""
     per_seat = [stones] if threats is None else [stones, threats]
     return PositionPlanes(
-        per_seat=np.stack(per_seat, axis=2).astype(np.float32, copy=False),
+        per_seat=np.stack(per_seat, axis=2)[:, :num_players].astype(np.float32, copy=False),
         shared=np.stack([empty, np.broadcast_to(on_board, empty.shape)],
                         axis=1).astype(np.float32),
         globals=globals_, per_seat_names=families, shared_names=SHARED_NAMES,
@@ -148,7 +160,7 @@ def position_planes(replay: Replay, feature_version: str) -> PositionPlanes:
         threats = completion_cells(stones > 0, empty[:, None], spec)
     fill = np.arange(total + 1, dtype=np.float32) / spec.cells
     return _assemble(families, stones, threats, empty, on_board,
-                     _globals(num_players, fill, finished_rel))
+                     _globals(num_players, fill, finished_rel), num_players)
 
 
 def state_planes(state: ConnectState, feature_version: str) -> PositionPlanes:
@@ -167,7 +179,7 @@ def state_planes(state: ConnectState, feature_version: str) -> PositionPlanes:
         finished_rel[r] = state.ranks[(view - 1 + r) % state.num_players] > 0
     fill = np.array([np.count_nonzero(state.board > 0) / spec.cells], dtype=np.float32)
     return _assemble(families, stones[None], threats, empty[None], spec.geometry.valid,
-                     _globals(state.num_players, fill, finished_rel[None]))
+                     _globals(state.num_players, fill, finished_rel[None]), state.num_players)
 
 
 def derive_per_seat(per_seat: np.ndarray, board_type: str, from_version: str,

@@ -15,7 +15,7 @@ from typing import cast
 import numpy as np
 
 from playstream.errors import IllegalMoveError, RecordError, UnknownGameError
-from playstream.games.base import BoardGeometry, Outcome, Replay
+from playstream.games.base import Outcome, Replay
 
 MIN_PLAYERS = 2
 MAX_PLAYERS = 4
@@ -26,6 +26,22 @@ OFF_BOARD = -1
 # boards. Column is x (or q + R) and row is y (or r + R), so a step (a, b) is (d_row=b, d_col=a).
 _SQUARE_LINES = ((1, 0), (0, 1), (1, 1), (1, -1))
 _HEX_LINES = ((1, 0), (0, 1), (1, -1))
+
+
+@dataclass(frozen=True)
+class BoardGeometry:
+    """The H x W grid of a connect board: ``valid`` marks on-board cells, the action of a
+    cell is row * W + column, so connect has H * W actions and off-board ones are never
+    legal. Connect's own: the pipeline only knows `Game.num_actions`."""
+
+    board_type: str
+    height: int
+    width: int
+    valid: np.ndarray  # bool [H, W]
+
+    @property
+    def policy_size(self) -> int:
+        return self.height * self.width
 
 
 @dataclass(frozen=True, eq=False)

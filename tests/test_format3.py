@@ -1,4 +1,4 @@
-"""Format 2: bit-packed binary channels, constant channels once per file, the rest float32;
+"""Format 3: bit-packed binary channels, constant channels once per file, the rest float32;
 read back as exactly the dense planes that were written, by the package and by plain numpy."""
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def test_round_trip_is_bit_identical_by_every_reader(packed: tuple[Path, RowBatc
 
 def test_channels_are_stored_by_what_they_hold(packed: tuple[Path, RowBatch]) -> None:
     meta = read_metadata(packed[0])
-    assert meta["format_version"] == 2
+    assert meta["format_version"] == 3
     assert meta["feature_storage"] == {"bits": [0, 2, 5], "float": [3, 4], "constant": [1]}
 
 
@@ -102,7 +102,7 @@ def test_binary_planes_take_a_bit_per_cell(tmp_path: Path, rng: np.random.Genera
     for b in rows:
         b.features[:, 3:5] = 1.0  # only bits and constants now
     compact = write(tmp_path / "compact.npz", rows)
-    dense = write(tmp_path / "dense.npz", rows, format_version=1)
+    dense = write(tmp_path / "dense.npz", rows, format_version=2)
     with zipfile.ZipFile(compact) as z:
         names = {i.filename: i.file_size for i in z.infolist()}
     assert names["features_float.npy"] < 200  # header only: no float channel left
@@ -118,15 +118,16 @@ def test_zero_rows(tmp_path: Path) -> None:
     assert len(load_npz_dataset(path).rows) == 0
 
 
-def test_format_1_is_still_written_on_request(tmp_path: Path, rng: np.random.Generator) -> None:
+def test_dense_planes_are_still_written_on_request(tmp_path: Path, rng: np.random.Generator) -> None:
     b = batch_with(rng, 4, "a-")
-    path = write(tmp_path / "dense.npz", [b], format_version=1)
+    path = write(tmp_path / "dense.npz", [b], format_version=2)
     with np.load(path, allow_pickle=False) as z:
         assert "features" in z.files and "features_bits" not in z.files
         assert z["features"].tobytes() == b.features.tobytes()
-    assert read_metadata(path)["format_version"] == 1
-    with pytest.raises(DatasetError, match="format version 3"):
-        NPZDatasetWriter(tmp_path / "x.npz", CONFIG, format_version=3)
+    assert read_metadata(path)["format_version"] == 2
+    for unwritable in (1, 4):  # format 1 reads, but its values_mp layout is not written any more
+        with pytest.raises(DatasetError, match=f"format version {unwritable}"):
+            NPZDatasetWriter(tmp_path / "x.npz", CONFIG, format_version=unwritable)
 
 
 def _arrays_and_metadata(path: Path) -> tuple[dict[str, np.ndarray], dict]:

@@ -1,0 +1,111 @@
+"""From rows held by range to one contiguous training batch: gather, augment, densify.
+
+Everything here is whole-array numpy: a batch costs one fancy-index copy per array and per
+range it draws from, never a Python loop over rows or cells.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from playstream.dataset import RowBatch
+from playstream.dataset.schema import PER_ROW_ARRAYS
+from playstream.games.symmetry import Symmetries
+
+
+def gather(parts: Sequence[tuple[RowBatch, np.ndarray]], chosen: np.ndarray | None = None,
+           symmetries: Symmetries | None = None) -> tuple[RowBatch, np.ndarray | None]:
+    """One batch from ``parts`` (rows, local indices); with ``chosen`` (the transform of each
+    of those rows, in the order of the parts) the planes are transformed on the way.
+
+    Rows are grouped by (part, transform), so every group is one contiguous slice of the
+    output: its rows are copied once from the (mapped) file and its cells permuted once
+    with ``np.take`` straight into the batch. The order within the batch is therefore by
+    group (a batch is a set of rows: its composition is the plan's). Returns the batch and
+    the transform of each of its rows (None without ``chosen``)."""
+    groups: list[tuple[RowBatch, np.ndarray, int]] = []
+    offset = 0
+    for rows, local in parts:
+        if chosen is None:
+            groups.append((rows, local, 0))
+        else:
+            mine = chosen[offset:offset + local.size]
+            groups += [(rows, local[mine == k], k) for k in np.unique(mine).tolist()]
+        offset += local.size
+    size = offset
+    first = parts[0][0]
+    out = {name: np.empty((size,) + getattr(first, name).shape[1:],
+                          dtype=max((getattr(p, name).dtype for p, _ in parts),
+                                    key=lambda d: d.itemsize))
+           for name in PER_ROW_ARRAYS}
+    flat = out["features"].reshape(size, out["features"].shape[1], -1)
+    lengths = np.zeros(size, dtype=np.int64)
+    transforms = np.zeros(size, dtype=np.int64)
+    begin = 0
+    for rows, local, k in groups:
+        end = begin + local.size
+        for name in PER_ROW_ARRAYS:
+            if name != "features" or k == 0:
+                out[name][begin:end] = getattr(rows, name)[local]
+        if k != 0:
+            assert symmetries is not None
+            picked = rows.features[local].reshape(local.size, flat.shape[1], -1)
+            if symmetries.channels is not None:
+                picked = np.take(picked, symmetries.channels[k], axis=1)
+            np.take(picked, symmetries.cells[k], axis=2, out=flat[begin:end])
+        lengths[begin:end] = np.diff(rows.policy_indptr)[local]
+        transforms[begin:end] = k
+        begin = end
+    indptr = np.zeros(size + 1, dtype=np.int64)
+    np.cumsum(lengths, out=indptr[1:])
+    indices = np.empty(int(indptr[-1]), dtype=np.int32)
+    values = np.empty(int(indptr[-1]), dtype=np.float32)
+    begin = 0
+    for rows, local, _ in groups:
+        n = np.diff(rows.policy_indptr)[local]
+        offset_in_row = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
+        source = np.repeat(rows.policy_indptr[local], n) + offset_in_row
+        target = np.repeat(indptr[begin:begin + local.size], n) + offset_in_row
+        indices[target] = rows.policy_indices[source]
+        values[target] = rows.policy_values[source]
+        begin += local.size
+    batch = RowBatch(policy_indptr=indptr, policy_indices=indices, policy_values=values, **out)
+    return batch, (None if chosen is None else transforms)
+
+
+def augment_features(features: np.ndarray, symmetries: Symmetries,
+                     chosen: np.ndarray) -> np.ndarray:
+    """features [B, C, H, W] with transform ``chosen[b]`` applied to row b (cells and, if the
+    game permutes them, channels). One ``np.take`` per transform drawn (at most K), which
+    is several times faster than a per-element ``take_along_axis`` index. The loader fuses
+    this into `gather`; this form transforms a batch already in memory (test-time
+    augmentation), and is the reference the tests hold both the fused path and the game's
+    re-encoded positions against."""
+    batch, channels = features.shape[:2]
+    flat = features.reshape(batch, channels, -1)
+    out = np.empty_like(flat)
+    for k in np.unique(chosen).tolist():
+        rows = np.flatnonzero(chosen == k)
+        moved = flat[rows] if k == 0 else np.take(flat[rows], symmetries.cells[k], axis=2)
+        if symmetries.channels is not None and k != 0:
+            moved = np.take(moved, symmetries.channels[k], axis=1)
+        out[rows] = moved
+    return out.reshape(features.shape)
+
+
+def augment_dense_policy(policy: np.ndarray, symmetries: Symmetries,
+                         chosen: np.ndarray) -> np.ndarray:
+    return np.take_along_axis(policy, symmetries.actions[chosen], axis=1)
+
+
+def augment_sparse_policy(indptr: np.ndarray, indices: np.ndarray, values: np.ndarray,
+                          symmetries: Symmetries, chosen: np.ndarray
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """The CSR entries moved to their new actions and re-sorted within each row: the entry
+    of old action j goes to the new action a with ``actions[k, a] == j``."""
+    inverse = np.argsort(symmetries.actions, axis=1)  # [K, A]: old action -> new action
+    row = np.repeat(np.arange(indptr.size - 1), np.diff(indptr))
+    moved = inverse[chosen[row], indices]
+    order = np.lexsort((moved, row))
+    return moved[order].astype(np.int32), values[order]

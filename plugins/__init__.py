@@ -1,0 +1,1 @@
+"""Game plugins shipped with playstream, each an optional extra (docs/PLUGINS.md)."""
