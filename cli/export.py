@@ -148,7 +148,8 @@ def _export_file(src: Path, exporter: IncrementalExporter, limit: int | None,
               help="Find game files under this folder (see README, 'Discovery').")
 @click.option("--board-type", required=True,
               help="A board type of the game (`playstream games` lists them).")
-@click.option("--num-players", required=True, type=click.IntRange(1, MAX_SEATS))
+@click.option("--num-players", required=True, type=click.IntRange(1, MAX_SEATS),
+              help="Players of the configuration to export.")
 @game_option
 @click.option("--output", required=True, type=click.Path(path_type=Path),
               help="OUT.npz (one file) or a folder (versions + 'current' link).")

@@ -38,7 +38,7 @@ def rows(n: int, game: str) -> RowBatch:
     indptr = np.arange(n + 1, dtype=np.int64)
     return RowBatch(features=np.zeros((n, 1, 2, 2), np.float32),
                     globals=np.zeros((n, 0), np.float32), values=np.zeros(n, np.float32),
-                    values_mp=np.zeros((n, 4), np.float32), policy_indptr=indptr,
+                    values_mp=np.zeros((n, 2), np.float32), policy_indptr=indptr,
                     policy_indices=np.zeros(n, np.int32), policy_values=np.ones(n, np.float32),
                     game_id=np.array([game] * n), move_number=np.arange(n, dtype=np.int32),
                     player=np.ones(n, np.int8), num_players=np.full(n, 2, np.int8))

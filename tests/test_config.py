@@ -81,7 +81,8 @@ def test_precedence_command_line_environment_file_default(config_file: Path) -> 
     assert (opts["topic"]["value"], opts["topic"]["from"]) == ("from-file",
                                                              f"{config_file}, line 2")
     assert opts["chunk_age"]["value"] == 5.0
-    assert (opts["feature_version"]["value"], opts["feature_version"]["source"]) == ("v2",
+    # No default version of its own: the chosen game's default applies at run time.
+    assert (opts["feature_version"]["value"], opts["feature_version"]["source"]) == (None,
                                                                                    "default")
     # ... and the top level for a command without a table.
     assert show("export", env=file_env)["chunk_rows"]["value"] == 500
@@ -333,6 +334,7 @@ def test_a_shared_option_declared_outside_shared_option_would_show(
         "--bootstrap": "idem",
         "--rejects": "a file of this run's skipped records",
         "--allow-empty": "a decision about this run's result",
+        "--json": "the output format of this run",
     }
     seen: dict[str, set[str]] = {}
     for name, command in leaf_commands(main).items():

@@ -146,11 +146,11 @@ def test_malformed_search_statistics_name_the_move(stats: tuple, message: str) -
 
 
 def test_a_move_without_statistics_is_named_as_a_move_not_search() -> None:
-    """The one-hot target of move 2 (no statistics) is off the board: the error blames
+    """The one-hot target of move 2 (no statistics) is not an action: the error blames
     moves[2], not a search the record does not have."""
-    with pytest.raises(RecordError, match="off the board") as err:
-        build_policy_targets(np.array([40, 50, 0]), [None, None, None], np.arange(3), GEOMETRY,
-                             game_id="g-7")
+    with pytest.raises(RecordError, match="not an action") as err:
+        build_policy_targets(np.array([40, 50, ACTIONS]), [None, None, None], np.arange(3),
+                             ACTIONS, game_id="g-7")
     assert err.value.field == "moves[2]"
 
 
