@@ -286,3 +286,20 @@ def test_a_policy_that_is_not_the_board_is_a_histogram_of_actions(
     figure = moves_figure(stats)
     assert figure.title.startswith("Moves by action index")
     assert png_size(figure.png)[0] >= 200
+
+
+def test_three_seat_outcomes_are_the_records_winners(tmp_path: Path) -> None:
+    jsonl = tmp_path / "g3.jsonl"
+    invoke("selfplay", "--board-type", "square8", "--num-players", "3", "--games", "12",
+           "--seed", "5", "--output", str(jsonl), "--no-progress")
+    records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    npz = tmp_path / "three.npz"
+    invoke("export", "--jsonl", str(jsonl), "--board-type", "square8", "--num-players", "3",
+           "--output", str(npz), "--no-progress")
+    invoke("report", str(npz), "--output", str(tmp_path / "r.html"), "--no-progress")
+    page = Page()
+    page.feed((tmp_path / "r.html").read_text())
+    (outcomes,) = page.tables[f"outcomes-{config_key(page)}"]
+    winners = Counter(r["winner"] for r in records)
+    assert {int(seat): int(wins) for seat, wins, _ in outcomes[1:]} == {
+        seat: winners[seat] for seat in (1, 2, 3)}

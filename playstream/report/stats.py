@@ -107,13 +107,15 @@ class ConfigStats:
     rows_without_policy: int = 0
     # Outcomes of the games whose opening row (move 0) is in the data, by absolute seat.
     opening_games: int = 0
-    seat_wins: np.ndarray = field(default_factory=lambda: np.zeros(4, np.int64))
-    seat_value_sum: np.ndarray = field(default_factory=lambda: np.zeros(4, np.float64))
+    seat_wins: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    seat_value_sum: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
     shared_top: int = 0
     _games: _Games = field(default_factory=_Games)
 
     def __post_init__(self) -> None:
         self.move_counts = np.zeros(self.config.policy_size, np.int64)
+        self.seat_wins = np.zeros(self.config.num_players, np.int64)
+        self.seat_value_sum = np.zeros(self.config.num_players, np.float64)
 
     @property
     def key(self) -> str:
@@ -156,11 +158,11 @@ class ConfigStats:
         if outcome.shape[0] == 0:
             return
         self.opening_games += outcome.shape[0]
-        self.seat_value_sum[:seats] += outcome.sum(axis=0)
+        self.seat_value_sum += outcome.sum(axis=0)
         top = outcome.max(axis=1, keepdims=True)
         alone = (outcome == top).sum(axis=1) == 1
         winners = np.argmax(outcome[alone], axis=1)
-        self.seat_wins[:seats] += np.bincount(winners, minlength=seats)
+        self.seat_wins += np.bincount(winners, minlength=seats)
         self.shared_top += int((~alone).sum())
 
     def _add_games(self, game_ids: np.ndarray, moves: np.ndarray, played: np.ndarray) -> None:
