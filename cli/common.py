@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator, NoReturn, TypeVar
+from typing import Any, Callable, ContextManager, Iterator, NoReturn, TypeVar
 
 import click
 from tqdm import tqdm
@@ -26,17 +26,22 @@ KAFKA_CLIENTS = ("kafka", "aiokafka", "faust", "mode")
 
 
 @contextmanager
-def kafka_extra(command: str) -> Iterator[None]:
-    """Around the imports of a command that needs the broker: without the ``kafka`` extra,
-    one line naming it and exit 2, instead of a traceback at start-up of every command."""
+def needs_extra(command: str, extra: str, packages: tuple[str, ...]) -> Iterator[None]:
+    """Around the imports of a command that needs an optional extra: without it, one line
+    naming it and exit 2, instead of a traceback at start-up of every command."""
     try:
         yield
     except ModuleNotFoundError as err:
-        if (err.name or "").split(".")[0] not in KAFKA_CLIENTS:
+        if (err.name or "").split(".")[0] not in packages:
             raise
-        click.echo(f"error: `playstream {command}` needs the Kafka extra ({err.name} is not "
-                   "installed): pip install 'playstream[kafka]'", err=True)
+        click.echo(f"error: `playstream {command}` needs the {extra} extra ({err.name} is "
+                   f"not installed): pip install 'playstream[{extra}]'", err=True)
         sys.exit(EXIT_USAGE)
+
+
+def kafka_extra(command: str) -> ContextManager[None]:
+    """`needs_extra` for the Kafka clients (a broker command)."""
+    return needs_extra(command, "kafka", KAFKA_CLIENTS)
 
 
 def stop_quietly_on_broken_pipe() -> NoReturn:

@@ -16,6 +16,7 @@ from playstream.cli.games import games_cmd
 from playstream.cli.gamefiles import state_pool_cmd, to_jsonl_cmd
 from playstream.cli.publish import publish_cmd
 from playstream.cli.replay import replay_cmd
+from playstream.cli.report import report_cmd
 from playstream.cli.selfplay import selfplay_cmd
 from playstream.cli.status import status_cmd
 from playstream.cli.stream import stream_cmd
@@ -51,5 +52,5 @@ def main(ctx: click.Context, log_level: str, config_file: Path | None) -> None:
 
 for command in (games_cmd, demo_cmd, selfplay_cmd, publish_cmd, stream_cmd, finalize_cmd, replay_cmd,
                 status_cmd, export_cmd, compact_cmd, validate_cmd, inspect_cmd, to_jsonl_cmd,
-                state_pool_cmd, config_cmd):
+                state_pool_cmd, config_cmd, report_cmd):
     main.add_command(command)

@@ -2,14 +2,11 @@
 asked for, and the no-op `playstream.metrics.NULL_METRICS` otherwise."""
 from __future__ import annotations
 
-import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-import click
-
-from playstream.cli.common import EXIT_USAGE
+from playstream.cli.common import needs_extra
 from playstream.cli.options import MetricsEndpoint
 from playstream.metrics import NULL_METRICS, Metrics
 
@@ -39,15 +36,8 @@ def serving_metrics(endpoint: MetricsEndpoint, command: str) -> Iterator[Metrics
     if endpoint.port == 0:
         yield MetricsHandle()
         return
-    try:
+    with needs_extra(f"{command} --metrics-port", "metrics", ("prometheus_client",)):
         from playstream.prometheus import MetricsServer, PrometheusMetrics
-    except ModuleNotFoundError as err:
-        if (err.name or "").split(".")[0] != "prometheus_client":
-            raise
-        click.echo(f"error: `playstream {command} --metrics-port` needs the metrics extra "
-                   "(prometheus_client is not installed): pip install 'playstream[metrics]'",
-                   err=True)
-        sys.exit(EXIT_USAGE)
     metrics = PrometheusMetrics()
     with MetricsServer(metrics, port=endpoint.port, host=endpoint.host) as server:
         def set_ready(ready: Readiness) -> None:

@@ -25,8 +25,8 @@ from playstream.compaction.windows import parse_window
 from playstream.dataset.schema import DENSE_FORMAT_VERSION, FORMAT_VERSION
 from playstream.encoders.features import MAX_HISTORY_LENGTH
 from playstream.encoders.versions import resolve_feature_version
-from playstream.topics import (DEFAULT_DLQ_TOPIC, DEFAULT_GAMES_PARTITIONS, DEFAULT_GAMES_TOPIC,
-                               FINALIZER_GROUP, PROCESSOR_GROUP)
+from playstream.topics import (DEFAULT_GAMES_PARTITIONS, DEFAULT_GAMES_TOPIC, FINALIZER_GROUP,
+                               PROCESSOR_GROUP)
 
 F = TypeVar("F", bound=Callable[..., Any])
 ENV_PREFIX = "PLAYSTREAM_"
@@ -324,11 +324,6 @@ def topic_option(fn: F) -> F:
                          help="Games topic.")(fn)
 
 
-def dlq_topic_option(fn: F) -> F:
-    return shared_option("--dlq-topic", default=DEFAULT_DLQ_TOPIC, show_default=True,
-                         help="Dead-letter topic.")(fn)
-
-
 def processor_group_option(fn: F) -> F:
     return click.option("--group", default=PROCESSOR_GROUP, show_default=True,
                         help="Consumer group of the stream processors (they share the "
@@ -348,9 +343,10 @@ def partitions_option(fn: F) -> F:
                               "it).")(fn)
 
 
-def dlq_topic_option(default: str) -> Callable[[F], F]:
-    return shared_option("--dlq-topic", default=default, show_default=True,
-                         help="Dead-letter topic.")
+def dlq_topic_option(default: str | None,
+                     help_text: str = "Dead-letter topic.") -> Callable[[F], F]:
+    return shared_option("--dlq-topic", default=default, show_default=default is not None,
+                         help=help_text)
 
 
 def chunks_topic_option(default: str) -> Callable[[F], F]:

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from playstream.dataset import CheckResult, iter_row_batches, read_metadata
+from playstream.dataset import CheckResult, RowBatch, iter_row_batches, read_metadata
 from playstream.digests import DigestSet
 from playstream.errors import GameFileError, RecordError
 from playstream.gamefiles import open_game_source, position_context
@@ -107,7 +107,8 @@ def check_game_file(path: Path, *, max_listed: int = 5,
     return report
 
 
-def _entropy(batch: Any) -> np.ndarray:
+def policy_entropy(batch: RowBatch) -> np.ndarray:
+    """The Shannon entropy (nats) of each row's policy target, from the CSR arrays."""
     p = batch.policy_values.astype(np.float64)
     terms = np.where(p > 0, -p * np.log(np.where(p > 0, p, 1.0)), 0.0)
     csum = np.concatenate([[0.0], np.cumsum(terms)])
@@ -138,7 +139,7 @@ def dataset_statistics(path: Path) -> dict[str, Any]:
         lo = np.minimum(lo, f.min(axis=(0, 2, 3)))
         hi = np.maximum(hi, f.max(axis=(0, 2, 3)))
         values.append(np.histogram(batch.values, bins=8, range=(-1, 1))[0])
-        entropy.append(_entropy(batch))
+        entropy.append(policy_entropy(batch))
         rows_per_game.update(batch.game_id.tolist())
     mean = s / max(n, 1)
     std = np.sqrt(np.maximum(s2 / max(n, 1) - mean * mean, 0))

@@ -40,6 +40,7 @@ LAYERS: list[set[str]] = [
     {"playstream.selfplay"},
     {"playstream.compaction"},
     {"playstream.quality"},
+    {"playstream.report"},
     {"playstream.training"},
     # edges: they depend on the core, never the reverse
     {"playstream.plugins"},  # game plugins (OpenSpiel): found through entry points only
@@ -62,6 +63,9 @@ KAFKA_CLIENTS = {"kafka", "aiokafka", "faust", "mode"}
 # The object-store client is imported by the S3 backend of the storage port alone.
 OBJECT_STORE_CLIENTS = {"boto3", "botocore"}
 OBJECT_STORE_BACKENDS = {"playstream.storage.s3"}
+# The plotting library is imported by the report's renderer alone (the `report` extra).
+PLOTTING_CLIENTS = {"matplotlib"}
+PLOTTING_MODULES = {"playstream.report.render"}
 ENGINE_CLIENTS = {"pyspiel", "open_spiel"}  # only the plugin that wraps them imports them
 # Units that are a layer of their own inside a package (the rest of the package is another).
 SUBUNITS = {"playstream.training.torch"}
@@ -151,6 +155,9 @@ def violations(sources: dict[str, str]) -> list[str]:
                     and module not in OBJECT_STORE_BACKENDS):
                 found.append(f"{where}: object-store clients belong in "
                              f"{sorted(OBJECT_STORE_BACKENDS)}")
+            if (imp.target.split(".")[0] in PLOTTING_CLIENTS
+                    and module not in PLOTTING_MODULES):
+                found.append(f"{where}: matplotlib belongs in {sorted(PLOTTING_MODULES)}")
             if imp.target.split(".")[0] in ENGINE_CLIENTS and importer_unit != "playstream.plugins":
                 found.append(f"{where}: game engines belong in playstream.plugins")
             if importer_unit != "playstream.plugins" and imp.target.startswith(
@@ -161,6 +168,9 @@ def violations(sources: dict[str, str]) -> list[str]:
             if imp.target not in known:
                 continue
             graph[module].add(imp.target)
+            if imp.target in PLOTTING_MODULES and imp.top_level and module.startswith(
+                    "playstream.cli"):
+                found.append(f"{where}: the CLI imports the renderer only inside its command")
             target_unit = unit_of(imp.target)
             if target_unit == importer_unit:
                 continue
@@ -247,6 +257,10 @@ def test_the_architecture_document_lists_every_unit() -> None:
      ["the CLI imports an edge only inside its command"]),
     ({"playstream.records": "import faust\n"}, ["Kafka clients belong in"]),
     ({"playstream.chunks.store": "import boto3\n"}, ["object-store clients belong in"]),
+    ({"playstream.report.stats": "import matplotlib.pyplot\n"}, ["matplotlib belongs in"]),
+    ({"playstream.cli.report": "from playstream.report.render import page\n",
+      "playstream.report.render": "import matplotlib\n"},
+     ["the CLI imports the renderer only inside its command"]),
     ({"playstream.training.loader": "import torch\n"}, ["torch belongs in"]),
     ({"playstream.training.loader": "from playstream.training.torch import D\n",
       "playstream.training.torch": "import torch\nfrom playstream.training.loader import S\n"},

@@ -225,7 +225,7 @@ class Publication:
                         files: list[str]) -> tuple[list[Path], Path]:
         _write_json(self.staging / MANIFEST_NAME, manifest)
         fsync_dir(self.staging)
-        versions = self._versions()
+        versions = dataset_versions(self.output)
         number = max(versions, default=0) + 1
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         version = self.output / f"{stamp}-{number}"
@@ -242,18 +242,21 @@ class Publication:
         self._prune(versions, keep=self.keep_versions - 1)
         return [version / f for f in files], version / MANIFEST_NAME
 
-    def _versions(self) -> dict[int, Path]:
-        found = {}
-        for p in self.output.iterdir():
-            m = _VERSION_DIR.match(p.name)
-            if m and p.is_dir() and not p.is_symlink():
-                found[int(m["n"])] = p
-        return found
-
     def _prune(self, older: dict[int, Path], *, keep: int) -> None:
         """Keep the ``keep`` newest of the versions before the one just published."""
         for n in sorted(older)[:max(0, len(older) - keep)]:
             shutil.rmtree(older[n])
+
+
+def dataset_versions(output: Path) -> dict[int, Path]:
+    """The version folders of a dataset directory by their number (oldest first when
+    sorted); the ``current`` link and staging folders are not versions."""
+    found = {}
+    for p in output.iterdir():
+        m = _VERSION_DIR.match(p.name)
+        if m and p.is_dir() and not p.is_symlink():
+            found[int(m["n"])] = p
+    return found
 
 
 def _write_json(path: Path, value: dict[str, Any]) -> None:
