@@ -10,9 +10,9 @@ import click
 
 from playstream.chunks import ChunkOrigin, ChunkStore, ChunkWriter, file_stream_id
 from playstream.cli.common import Summary, progress, reports_errors
-from playstream.cli.options import (EncoderChoice, chunk_rows_option, chunk_store_option,
-                                    compaction_options, encoder_options, progress_option,
-                                    shared_option)
+from playstream.cli.options import (EncoderChoice, StoreLocation, chunk_rows_option,
+                                    chunk_store_option, compaction_options, encoder_options,
+                                    progress_option, shared_option)
 from playstream.compaction.compact import CompactOptions, CompactionResult, compact
 from playstream.dataset.config import encoder_scope
 from playstream.encoders.cache import ExportCache
@@ -80,7 +80,7 @@ def summarise_compaction(summary: Summary, result: CompactionResult) -> None:
 @click.option("--num-players", required=True, type=click.IntRange(2, 4))
 @click.option("--game", "game_name", default="connect", show_default=True,
               help="Registered game (entry point group playstream.games).")
-@click.option("--output", required=True, type=click.Path(path_type=Path),
+@click.option("--output", required=True, type=StoreLocation(),
               help="OUT.npz (one file) or a folder (versions + 'current' link).")
 @encoder_options
 @click.option("--max-games", type=click.IntRange(1, None), default=None,
@@ -94,8 +94,8 @@ def summarise_compaction(summary: Summary, result: CompactionResult) -> None:
 @compaction_options
 @reports_errors
 def export_cmd(dbs: tuple[Path, ...], jsonls: tuple[Path, ...], discovery: Path | None,
-               board_type: str, num_players: int, game_name: str, output: Path,
-               encoder: EncoderChoice, max_games: int | None, chunk_dir: Path | None,
+               board_type: str, num_players: int, game_name: str, output: Path | str,
+               encoder: EncoderChoice, max_games: int | None, chunk_dir: Path | str | None,
                chunk_rows: int, cache_dir: Path | None, show_progress: bool,
                compact_options: CompactOptions) -> None:
     """Export games to a training dataset through the chunk store (bounded memory)."""
@@ -107,7 +107,7 @@ def export_cmd(dbs: tuple[Path, ...], jsonls: tuple[Path, ...], discovery: Path 
     for src in sources:
         if not src.is_file():
             raise GameFileError("game file does not exist", file=str(src))
-    store = ChunkStore(chunk_dir or Path(f"{output}.chunks"))
+    store = ChunkStore(chunk_dir or f"{output}.chunks")
     cache = ExportCache(cache_dir) if cache_dir else None
     summary = Summary("export")
     exported = 0
@@ -156,9 +156,9 @@ def export_cmd(dbs: tuple[Path, ...], jsonls: tuple[Path, ...], discovery: Path 
 
 @click.command("compact")
 @shared_option("--chunks", "chunk_dir", required=True,
-               type=click.Path(path_type=Path, file_okay=False, exists=True),
-               help="Chunk store folder to compact.")
-@click.option("--output", required=True, type=click.Path(path_type=Path),
+               type=StoreLocation(must_exist=True),
+               help="Chunk store to compact: a folder or s3://BUCKET/PREFIX.")
+@click.option("--output", required=True, type=StoreLocation(),
               help="OUT.npz (one file) or a folder (versions + 'current' link).")
 @click.option("--config", "config_key", default=None,
               help="Configuration key (a folder of the chunk store); needed when it holds "
@@ -166,7 +166,7 @@ def export_cmd(dbs: tuple[Path, ...], jsonls: tuple[Path, ...], discovery: Path 
 @progress_option
 @compaction_options
 @reports_errors
-def compact_cmd(chunk_dir: Path, output: Path, config_key: str | None, show_progress: bool,
+def compact_cmd(chunk_dir: Path | str, output: Path | str, config_key: str | None, show_progress: bool,
                 compact_options: CompactOptions) -> None:
     """Compact sealed chunks into a dataset (ad hoc; the finalizer does it continuously)."""
     summary = Summary("compact")

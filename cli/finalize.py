@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 import click
 
 from playstream.cli.common import Duration, Summary, kafka_extra, reports_errors
-from playstream.cli.options import (bootstrap_option, chunk_store_option, compaction_options,
-                                    shared_option)
+from playstream.cli.options import (StoreLocation, bootstrap_option, chunk_store_option,
+                                    compaction_options, shared_option)
 from playstream.compaction import CompactOptions
 from playstream.errors import PlaystreamError
 from playstream.topics import DEFAULT_CHUNKS_TOPIC, FINALIZER_GROUP, SIDE_TOPIC_PARTITIONS
@@ -61,8 +61,8 @@ def _run_until_signalled(service: FinalizerService) -> None:
 @bootstrap_option(required=True)
 @chunk_store_option(required=True,
                     help_text="The chunk store the stream processors seal chunks into.")
-@shared_option("--output", required=True, type=click.Path(file_okay=False, path_type=Path),
-               help="Datasets folder: one dataset directory per configuration key.")
+@shared_option("--output", required=True, type=StoreLocation(),
+               help="Datasets folder or s3://BUCKET/PREFIX: one dataset per configuration key.")
 @click.option("--every", "every_s", type=Duration(), default="60s", show_default=True,
               help="How often configurations with new chunks are republished.")
 @shared_option("--chunks-topic", default=DEFAULT_CHUNKS_TOPIC, show_default=True,
@@ -78,7 +78,7 @@ def _run_until_signalled(service: FinalizerService) -> None:
               help="Dataset versions kept per configuration (the current one included).")
 @compaction_options
 @reports_errors
-def finalize_cmd(bootstrap: str, chunk_dir: Path, output: Path, every_s: float,
+def finalize_cmd(bootstrap: str, chunk_dir: Path | str, output: Path | str, every_s: float,
                  chunks_topic: str, group: str, once: bool, retain_s: float | None,
                  keep_versions: int, compact_options: CompactOptions) -> None:
     """Republish the datasets of configurations with new chunks, continuously."""

@@ -171,9 +171,33 @@ def partitions_option(fn: F) -> F:
                               "it).")(fn)
 
 
+class StoreLocation(click.ParamType):
+    """A local path (a Path) or an ``s3://bucket/prefix`` URL (kept as a str): what names a
+    chunk store or an output wherever a folder is named. ``must_exist`` applies to paths."""
+
+    name = "PATH|s3://BUCKET/PREFIX"
+
+    def __init__(self, *, must_exist: bool = False) -> None:
+        self.must_exist = must_exist
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Path | str:
+        text = str(value)
+        if text.startswith("s3://"):
+            if len(text) <= len("s3://") or text[len("s3://")] == "/":
+                self.fail(f"{text!r} names no bucket: s3://BUCKET[/PREFIX]", param, ctx)
+            return text.rstrip("/")
+        if "://" in text:
+            self.fail(f"{text!r}: use a local path or s3://BUCKET[/PREFIX]", param, ctx)
+        path = Path(text)
+        if self.must_exist and not path.exists():
+            self.fail(f"{text!r} does not exist", param, ctx)
+        return path
+
+
 def chunk_store_option(*, required: bool, default: Path | None = None,
-                       help_text: str = "Chunk store folder.") -> Callable[[F], F]:
-    return shared_option("--chunks", "chunk_dir",
-                         type=click.Path(file_okay=False, path_type=Path),
+                       help_text: str = "Chunk store: a folder or s3://BUCKET/PREFIX."
+                       ) -> Callable[[F], F]:
+    return shared_option("--chunks", "chunk_dir", type=StoreLocation(),
                          required=required, default=default, show_default=default is not None,
                          help=help_text)

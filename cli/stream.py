@@ -38,7 +38,7 @@ DEFAULT_CHUNKS_DIR = Path("playstream-chunks")
               help="Replay: skip records older than this time (ISO 8601 with a time zone); "
                    "never re-reads what the store has sealed.")
 @reports_errors
-def stream_cmd(bootstrap: str, topic: str, partitions: int, group: str, chunk_dir: Path,
+def stream_cmd(bootstrap: str, topic: str, partitions: int, group: str, chunk_dir: Path | str,
                encoder: EncoderChoice, chunk_rows: int, chunk_age: float, dlq_topic: str,
                chunks_topic: str, from_time: datetime | None) -> None:
     """Consume game records from Kafka into exactly-once chunks until SIGTERM/SIGINT.

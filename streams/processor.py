@@ -226,5 +226,5 @@ class StreamProcessor:
         for chunk in chunks:
             self.counters.chunks += 1
             self.counters.rows += chunk.rows
-            log.info("chunk sealed", extra={"path": str(chunk.path), "rows": chunk.rows})
+            log.info("chunk sealed", extra={"chunk": chunk.object_name, "rows": chunk.rows})
             self._announce(chunk)

@@ -52,6 +52,13 @@ class SealedChunk:
     path: Path | None = None
 
 
+def _context(err: StorageError) -> dict[str, object]:
+    """A storage error's context for a ChunkError: ``name`` becomes ``object`` (a log record
+    has an attribute ``name`` of its own, which structured log fields must not overwrite)."""
+    return {("object" if k == "name" else k): v for k, v in err.context.items()
+            if k not in ("path", "url")}
+
+
 def _sha256_of(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -112,7 +119,7 @@ class ChunkStore:
             return [o.name for o in self.storage.list(prefix)]
         except StorageError as err:
             raise ChunkError(f"cannot list the chunk store: {err.message}",
-                             path=self.location, **err.context) from None
+                             path=self.location, **_context(err)) from None
 
     def config_keys(self) -> list[str]:
         keys = set()
@@ -203,7 +210,7 @@ class ChunkStore:
             return self.storage.create_if_absent(self.object_name(config_key, name), built)
         except StorageError as err:
             raise ChunkError(f"cannot seal the chunk: {err.message}",
-                             path=self.url(config_key, name), **err.context) from None
+                             path=self.url(config_key, name), **_context(err)) from None
 
     # -- readers --------------------------------------------------------------------------
     def fetch(self, config_key: str, name: ChunkName, into: Path) -> tuple[Path, str]:
@@ -227,14 +234,18 @@ class ChunkStore:
         except StorageError as err:
             target.unlink(missing_ok=True)
             raise ChunkError(f"cannot download the chunk: {err.message}",
-                             path=self.url(config_key, name), **err.context) from None
+                             path=self.url(config_key, name), **_context(err)) from None
         return target, h.hexdigest()
 
     def sha256(self, config_key: str, name: ChunkName) -> str:
         """The sha256 of a sealed chunk's bytes, streamed (nothing is kept)."""
         local = self.local_path(config_key, name)
         if local is not None:
-            return _sha256_of(local)
+            try:
+                return _sha256_of(local)
+            except OSError as err:
+                raise ChunkError(f"the chunk cannot be read: {err.strerror}",
+                                 path=str(local)) from None
         h = hashlib.sha256()
         try:
             with self.storage.open_read(self.object_name(config_key, name)) as src:
@@ -242,7 +253,7 @@ class ChunkStore:
                     h.update(block)
         except StorageError as err:
             raise ChunkError(f"the chunk cannot be read: {err.message}",
-                             path=self.url(config_key, name), **err.context) from None
+                             path=self.url(config_key, name), **_context(err)) from None
         return h.hexdigest()
 
     def delete(self, config_key: str, name: ChunkName) -> None:
@@ -250,7 +261,7 @@ class ChunkStore:
             self.storage.delete(self.object_name(config_key, name))
         except StorageError as err:
             raise ChunkError(f"cannot delete the chunk: {err.message}",
-                             path=self.url(config_key, name), **err.context) from None
+                             path=self.url(config_key, name), **_context(err)) from None
 
     # -- quarantine -----------------------------------------------------------------------
     def quarantine(self, config_key: str, name: ChunkName, copy: Path,

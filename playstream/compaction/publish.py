@@ -34,6 +34,7 @@ MANIFEST_FORMAT = "playstream-manifest"
 MANIFEST_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 CURRENT = "current"
+CLAIMS = "claims"   # object stores: claims/<n> marks version number n as taken
 MAX_MANIFEST_BYTES = 256 << 20
 SPLITS = ("train", "val")
 _VERSION_DIR = re.compile(r"^[0-9]{8}T[0-9]{6}Z-(?P<n>[0-9]{1,12})$")
@@ -115,6 +116,14 @@ def build_manifest(config: DatasetConfig, options: dict[str, Any], chunks: list[
 
 def is_object_url(output: str | os.PathLike[str]) -> bool:
     return os.fspath(output).startswith("s3://")
+
+
+def output_child(output: str | os.PathLike[str], name: str) -> Path | str:
+    """``output/name`` for a local folder or an ``s3://`` prefix (a finalizer's output holds one
+    dataset per configuration key)."""
+    if is_object_url(output):
+        return f"{os.fspath(output).rstrip('/')}/{name}"
+    return Path(output) / name
 
 
 def is_single_file(output: str | os.PathLike[str]) -> bool:
@@ -335,27 +344,35 @@ class ObjectPublication:
         self._committed = True
         return result
 
-    def _versions(self) -> dict[int, str]:
+    def _versions(self) -> tuple[dict[int, str], set[int]]:
+        """The versions present (number → prefix) and every version number ever claimed."""
         found: dict[int, str] = {}
+        claimed: set[int] = set()
         for obj in self.storage.list(""):
-            head = obj.name.split("/", 1)[0]
-            m = _VERSION_DIR.match(head)
-            if m:
+            head, _, rest = obj.name.partition("/")
+            if head == CLAIMS and rest.isdigit():
+                claimed.add(int(rest))
+            elif m := _VERSION_DIR.match(head):
                 found[int(m["n"])] = head
-        return found
+        return found, claimed | set(found)
 
     def _commit_version(self, body: bytes, files: list[str]) -> tuple[list[str], str]:
-        versions = self._versions()
-        number = max(versions, default=0) + 1
+        versions, claimed = self._versions()
+        number = max(claimed, default=0) + 1
         version = f"{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}-{number}"
+        # one finalizer per version number: the claim is a create-if-absent, kept even if
+        # this run fails, so a number is never used twice
+        if not self.storage.create_if_absent(f"{CLAIMS}/{number:012d}", version.encode()):
+            raise DatasetError(f"another finalizer is publishing version {number} to this "
+                               "output", path=self.output, check="lock")
         created: list[str] = []
         try:
             for name in [*files, MANIFEST_NAME]:
                 obj = f"{version}/{name}"
                 source: Path | bytes = body if name == MANIFEST_NAME else self.staging / name
                 if not self.storage.create_if_absent(obj, source):
-                    raise DatasetError(f"another finalizer is publishing version {version} to "
-                                       "this output", path=self.output, check="lock")
+                    raise DatasetError(f"version {version} exists already", path=self.output,
+                                       check="publish")
                 created.append(obj)
             self.storage.write(CURRENT, f"{version}\n".encode())
         except BaseException:
@@ -367,12 +384,14 @@ class ObjectPublication:
                 self.storage.url(f"{version}/{MANIFEST_NAME}"))
 
     def _prune(self, older: dict[int, str], *, keep: int) -> None:
-        """Delete all but the ``keep`` newest of the versions before the one just published
-        (and what failed runs left of versions older than those)."""
+        """Delete all but the ``keep`` newest of the versions before the one just published,
+        and their claims."""
         doomed = {older[n] for n in sorted(older)[:max(0, len(older) - keep)]}
         for obj in list(self.storage.list("")):
             if obj.name.split("/", 1)[0] in doomed:
                 self.storage.delete(obj.name)
+        for n in sorted(older)[:max(0, len(older) - keep)]:
+            self.storage.delete(f"{CLAIMS}/{n:012d}")
 
 
 def open_publication(output: str | os.PathLike[str], *,
