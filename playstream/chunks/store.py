@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
-from typing import Iterable
+from typing import Callable, Iterable, TypeVar
 
 from playstream.chunks.naming import ChunkName, validate_stream_id
 from playstream.errors import ChunkError, StorageError
@@ -35,6 +37,10 @@ _CONFIG_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 _RESERVED_KEYS = ("locks", "quarantine")
 SCRATCH = ".playstream-tmp-scratch"   # a reserved name: never listed as an object
 COPY_BLOCK = 1 << 20
+STORE_RETRY_S = 120.0   # how long seals and listings wait out an unreachable object store
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -116,7 +122,8 @@ class ChunkStore:
     # -- listing --------------------------------------------------------------------------
     def _list(self, prefix: str) -> Iterable[str]:
         try:
-            return [o.name for o in self.storage.list(prefix)]
+            return self._retrying(prefix or "(all)",
+                                  lambda: [o.name for o in self.storage.list(prefix)])
         except StorageError as err:
             raise ChunkError(f"cannot list the chunk store: {err.message}",
                              path=self.location, **_context(err)) from None
@@ -205,12 +212,33 @@ class ChunkStore:
 
     def seal(self, config_key: str, name: ChunkName, built: Path) -> bool:
         """Create the chunk from the local file ``built`` unless the name exists (True if
-        this call created it). Large files go up in parts on S3."""
+        this call created it). Large files go up in parts on S3. An unreachable store is
+        retried (`_retrying`); a retry that finds the name taken returns False, and the
+        writer then compares the content (a first attempt whose answer was lost)."""
+        obj = self.object_name(config_key, name)
         try:
-            return self.storage.create_if_absent(self.object_name(config_key, name), built)
+            return self._retrying(obj, lambda: self.storage.create_if_absent(obj, built))
         except StorageError as err:
             raise ChunkError(f"cannot seal the chunk: {err.message}",
                              path=self.url(config_key, name), **_context(err)) from None
+
+    def _retrying(self, what: str, call: Callable[[], T]) -> T:
+        """``call()``, retried for up to ``STORE_RETRY_S`` seconds while an object store
+        cannot be reached at all (a restarting server: no HTTP status; botocore has already
+        retried each request). A local store, and any answer from the server, fail at once."""
+        deadline = time.monotonic() + STORE_RETRY_S
+        delay = 0.5
+        while True:
+            try:
+                return call()
+            except StorageError as err:
+                if self.root is not None or err.context.get("status") is not None \
+                        or time.monotonic() + delay > deadline:
+                    raise
+                log.warning("chunk store unreachable; retrying",
+                            extra={"chunk": what, "error": err.message, "retry_in_s": delay})
+                time.sleep(delay)
+                delay = min(5.0, delay * 2)
 
     # -- readers --------------------------------------------------------------------------
     def fetch(self, config_key: str, name: ChunkName, into: Path) -> tuple[Path, str]:
