@@ -121,13 +121,20 @@ def main() -> None:
     finally:
         server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+    total = args.chunks * args.rows
     print(f"{args.chunks} chunks x {args.rows} rows (square19 v2 h3), median of {args.repeats}")
-    print("| store | chunk MB | seal MB/s | compact MB/s | plain write MB/s | seal / write |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    print("| store | chunk MB | seal MB/s | seal rows/s | compact MB/s | compact rows/s | "
+          "plain write MB/s |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for kind, f in results.items():
         med = {k: statistics.median(v) for k, v in f.items()}
-        print(f"| {kind} | {med['size']:.0f} | {med['seal']:.0f} | {med['compact']:.0f} | "
-              f"{med['baseline']:.0f} | {med['seal'] / med['baseline']:.2f} |")
+        per_mb = total / med["size"]
+        print(f"| {kind} | {med['size']:.0f} | {med['seal']:.1f} | {med['seal'] * per_mb:,.0f} | "
+              f"{med['compact']:.1f} | {med['compact'] * per_mb:,.0f} | {med['baseline']:.0f} |")
+    ratio = {k: statistics.median(results["s3"][k]) / statistics.median(results["local"][k])
+             for k in ("seal", "compact", "baseline")}
+    print(f"s3 / local: seal {ratio['seal']:.2f}, compact {ratio['compact']:.2f}, "
+          f"plain write {ratio['baseline']:.2f}")
 
 
 if __name__ == "__main__":

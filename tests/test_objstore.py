@@ -112,7 +112,7 @@ def test_a_bad_chunk_is_quarantined_on_the_store(location: str, tmp_path: Path) 
     store = ChunkStore(child(location, "chunks"))
     good = seal(store, "a+0", [("g1", 4)])[0]
     bad = seal(store, "b+0", [("g2", 400)])[0]
-    # Replace the bad chunk's bytes by a chunk of other rows: its metadata checksums fail.
+    # Flip a byte in the middle of the bad chunk's object: its checksums fail.
     local = tmp_path / "bad.npz"
     local.write_bytes(store.storage.read(bad.object_name))
     raw = bytearray(local.read_bytes())
@@ -307,3 +307,30 @@ def test_export_validate_inspect_on_s3(s3_env: dict[str, str], s3_bucket: str, s
     assert load_npz_dataset(tmp_path / "x.npz").rows.game_id.size == manifest["totals"]["rows"]
     bad = run_cli("validate", f"{base}/nothing.npz")
     assert bad.returncode != 0 and "no such object" in bad.stderr
+
+
+def test_seals_wait_out_a_restarting_server(request: pytest.FixtureRequest, tmp_path: Path,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    """S3Proxy is SIGKILLed and restarted while a writer seals chunks, some big enough to go
+    up in parts: every seal completes once the server is back, and every chunk is whole."""
+    import threading
+    server = request.getfixturevalue("s3_server")
+    store = s3_store(request, part_size=5 * MiB, multipart_threshold=5 * MiB)
+    writer = ChunkWriter(store, "t+0", SCOPE, max_rows=12_000)
+    restart = threading.Thread(target=server.restart, kwargs={"kill": True})
+    sealed = []
+    with caplog.at_level("WARNING", logger="playstream.chunks.store"):
+        for pos, rows in enumerate((12_000, 12_000, 24_000, 24_000)):  # ~3.5 and ~7 MiB
+            if pos == 1:
+                restart.start()
+            sealed += writer.add(pos, CONFIG, game_rows(f"p{pos}", rows, pos),
+                                 game_id=f"p{pos}")
+        sealed += writer.finalize()
+        restart.join()
+    writer.close()
+    assert any(r.getMessage() == "chunk store unreachable; retrying" for r in caplog.records)
+    assert [c.name for c in sealed] == store.chunks(KEY) and len(sealed) == 4
+    assert store.storage.stat(sealed[-1].object_name).etag.strip('"').endswith("-2")  # parts
+    for c in sealed:
+        path, digest = store.fetch(KEY, c.name, tmp_path)
+        assert digest == c.sha256 and read_metadata(path)["rows"] == c.rows
