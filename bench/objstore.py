@@ -11,8 +11,8 @@ store (a local folder, then ``s3://playstream/bench-<n>``), measures in-process:
   * compact: ``compact`` of those chunks into a dataset directory on the same store (download
     and verification of every chunk, the dataset shards, the manifest, the pointer).
 
-Baseline, in the same run: writing the same bytes with ``put_object`` (S3) or a copy + fsync
-(local), to show what the store itself costs. Medians over ``--repeats``; MB are 10^6 bytes
+Baseline, in the same run: writing the same files with the port's plain ``write`` (a put, or
+a temp copy + fsync + rename), to show what the store itself costs. Medians over ``--repeats``; MB are 10^6 bytes
 of chunk files.
 """
 from __future__ import annotations
