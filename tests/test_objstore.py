@@ -334,3 +334,47 @@ def test_seals_wait_out_a_restarting_server(request: pytest.FixtureRequest, tmp_
     for c in sealed:
         path, digest = store.fetch(KEY, c.name, tmp_path)
         assert digest == c.sha256 and read_metadata(path)["rows"] == c.rows
+
+
+def test_a_zombies_incomplete_group_is_completed_and_covered(
+        request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """A zombie sealed a two-configuration group past the new owner's progress for one
+    configuration only, then died. The next owner resumes at that group, completes it (the
+    re-seal overlaps the new owner's chunks of the other configuration) and moves on; each
+    configuration's dataset still holds each of its positions once."""
+    import dataclasses
+    other = dataclasses.replace(CONFIG, board_type="square4x")
+    assert other.key() != KEY and other.key().endswith(f"_{SCOPE}")
+    store = s3_store(request)
+
+    def feed_both(writer: ChunkWriter, positions: range, seal_after: set[int]) -> None:
+        """Even positions are games of CONFIG, odd ones of ``other``: every range holds
+        both, so every seal is a group of two chunks."""
+        for pos in positions:
+            cfg = CONFIG if pos % 2 == 0 else other
+            writer.add(pos, cfg, game_rows(f"p{pos}", 2, pos, cfg), game_id=f"p{pos}")
+            if pos in seal_after:
+                writer.finalize()
+
+    owner = ChunkWriter(store, "t+0", SCOPE)
+    feed_both(owner, range(0, 6), {1, 5})                    # groups 0..1 and 2..5
+    owner.close()
+    # the zombie's group 0..7, sealed for CONFIG only before it died
+    zombie_store = ChunkStore(tmp_path / "zombie")
+    zombie = ChunkWriter(zombie_store, "t+0", SCOPE)
+    feed_both(zombie, range(0, 8), {7})
+    zombie.close()
+    zombie_chunk = zombie_store.local_path(KEY, ChunkName("t+0", 0, 7))
+    assert zombie_chunk is not None and store.seal(KEY, ChunkName("t+0", 0, 7), zombie_chunk)
+    resumed = ChunkWriter(store, "t+0", SCOPE)
+    assert resumed.next_position == 0                        # back to the incomplete group
+    feed_both(resumed, range(0, 10), {9})
+    resumed.close()
+    assert store.chunks(other.key()) == [ChunkName("t+0", 0, 1), ChunkName("t+0", 0, 7),
+                                         ChunkName("t+0", 2, 5), ChunkName("t+0", 8, 9)]
+    base = f"s3://{request.getfixturevalue('s3_bucket')}/{request.getfixturevalue('s3_prefix')}"
+    for cfg, parity in ((CONFIG, 0), (other, 1)):
+        out = f"{base}/ds-{cfg.key()}"
+        compact(store, cfg.key(), out, CompactOptions(dedup=False))
+        assert dataset_keys(out, tmp_path) == Counter(
+            (f"p{p}", m) for p in range(10) if p % 2 == parity for m in range(2))
