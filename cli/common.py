@@ -138,7 +138,7 @@ class Summary:
     started: float = field(default_factory=time.monotonic)
     counts: dict[str, int] = field(default_factory=dict)
     skipped: dict[str, int] = field(default_factory=dict)
-    outputs: list[Path] = field(default_factory=list)
+    outputs: list[Path | str] = field(default_factory=list)   # files, or object URLs
 
     def count(self, key: str, n: int = 1) -> None:
         self.counts[key] = self.counts.get(key, 0) + n
@@ -151,8 +151,9 @@ class Summary:
         parts = [f"{k}={v}" for k, v in self.counts.items()]
         parts.append(f"skipped={sum(self.skipped.values())}")
         parts.append(f"seconds={secs:.2f}")
-        size = sum(p.stat().st_size for p in self.outputs if p.is_file())
-        if self.outputs:
+        size = sum(p.stat().st_size for p in self.outputs
+                   if isinstance(p, Path) and p.is_file())
+        if any(isinstance(p, Path) for p in self.outputs):
             parts.append(f"size={human_bytes(size)}")
         yield f"{self.title}: " + " ".join(parts)
         for reason, n in sorted(self.skipped.items(), key=lambda kv: -kv[1]):

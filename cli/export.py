@@ -10,9 +10,10 @@ import click
 
 from playstream.chunks import ChunkOrigin, ChunkStore, ChunkWriter, file_stream_id
 from playstream.cli.common import RejectLog, Summary, progress, reports_errors
-from playstream.cli.options import (EncoderChoice, allow_empty_option, chunk_rows_option,
-                                    chunk_store_option, compaction_options, encoder_options, game_option,
-                                    progress_option, rejects_option, shared_option)
+from playstream.cli.options import (EncoderChoice, StoreLocation, allow_empty_option,
+                                    chunk_rows_option, chunk_store_option, compaction_options,
+                                    encoder_options, game_option, progress_option,
+                                    rejects_option, shared_option)
 from playstream.compaction.compact import CompactOptions, CompactionResult, compact
 from playstream.dataset.config import encoder_scope
 from playstream.encoders.cache import ExportCache
@@ -83,7 +84,7 @@ def _skip_reason(result: AddResult) -> str:
             else result.skipped)
 
 
-def compact_with_progress(store: ChunkStore, config_key: str | None, output: Path,
+def compact_with_progress(store: ChunkStore, config_key: str | None, output: Path | str,
                           options: CompactOptions, summary: Summary, *, allow_empty: bool,
                           show_progress: bool) -> CompactionResult:
     """Compact with a bar of the rows written; an empty result without ``--allow-empty``
@@ -151,7 +152,7 @@ def _export_file(src: Path, exporter: IncrementalExporter, limit: int | None,
 @click.option("--num-players", required=True, type=click.IntRange(1, MAX_SEATS),
               help="Players of the configuration to export.")
 @game_option
-@click.option("--output", required=True, type=click.Path(path_type=Path),
+@click.option("--output", required=True, type=StoreLocation(),
               help="OUT.npz (one file) or a folder (versions + 'current' link).")
 @encoder_options
 @click.option("--max-games", type=click.IntRange(1, None), default=None,
@@ -167,8 +168,8 @@ def _export_file(src: Path, exporter: IncrementalExporter, limit: int | None,
 @compaction_options
 @reports_errors
 def export_cmd(dbs: tuple[Path, ...], jsonls: tuple[Path, ...], discovery: Path | None,
-               board_type: str, num_players: int, game_name: str, output: Path,
-               encoder: EncoderChoice, max_games: int | None, chunk_dir: Path | None,
+               board_type: str, num_players: int, game_name: str, output: Path | str,
+               encoder: EncoderChoice, max_games: int | None, chunk_dir: Path | str | None,
                chunk_rows: int, cache_dir: Path | None, show_progress: bool,
                rejects_path: Path | None, allow_empty: bool,
                compact_options: CompactOptions) -> None:
@@ -181,7 +182,7 @@ def export_cmd(dbs: tuple[Path, ...], jsonls: tuple[Path, ...], discovery: Path 
     for src in sources:
         if not src.is_file():
             raise GameFileError("game file does not exist", file=str(src))
-    store = ChunkStore(chunk_dir or Path(f"{output}.chunks"))
+    store = ChunkStore(chunk_dir or f"{output}.chunks")
     cache = ExportCache(cache_dir) if cache_dir else None
     summary = Summary("export")
     exported = 0
@@ -215,8 +216,8 @@ def export_cmd(dbs: tuple[Path, ...], jsonls: tuple[Path, ...], discovery: Path 
 
 
 @click.command("compact")
-@chunk_store_option(required=True, must_exist=True, help_text="Chunk store folder to compact.")
-@click.option("--output", required=True, type=click.Path(path_type=Path),
+@chunk_store_option(required=True, must_exist=True, help_text="Chunk store to compact: a folder or s3://BUCKET/PREFIX.")
+@click.option("--output", required=True, type=StoreLocation(),
               help="OUT.npz (one file) or a folder (versions + 'current' link).")
 @click.option("--config", "config_key", default=None,
               help="Configuration key (a folder of the chunk store); needed when it holds "
@@ -225,8 +226,8 @@ def export_cmd(dbs: tuple[Path, ...], jsonls: tuple[Path, ...], discovery: Path 
 @allow_empty_option
 @compaction_options
 @reports_errors
-def compact_cmd(chunk_dir: Path, output: Path, config_key: str | None, show_progress: bool,
-                allow_empty: bool, compact_options: CompactOptions) -> None:
+def compact_cmd(chunk_dir: Path | str, output: Path | str, config_key: str | None,
+                show_progress: bool, allow_empty: bool, compact_options: CompactOptions) -> None:
     """Compact sealed chunks into a dataset (ad hoc; the finalizer does it continuously)."""
     summary = Summary("compact")
     result = compact_with_progress(ChunkStore(chunk_dir), config_key, output, compact_options,

@@ -64,7 +64,8 @@ def _run_until_signalled(service: FinalizerService) -> None:
 @kafka_options()
 @chunk_store_option(required=True,
                     help_text="The chunk store the stream processors seal chunks into.")
-@datasets_option()
+@datasets_option(help_text="Datasets folder or s3://BUCKET/PREFIX: one dataset per "
+                            "configuration key.")
 @click.option("--every", "every_s", type=Duration(), default="60s", show_default=True,
               help="How often configurations with new chunks are republished.")
 @chunks_topic_option(DEFAULT_CHUNKS_TOPIC)
@@ -79,7 +80,7 @@ def _run_until_signalled(service: FinalizerService) -> None:
 @compaction_options
 @metrics_options
 @reports_errors
-def finalize_cmd(kafka: KafkaConnection, chunk_dir: Path, output: Path, every_s: float,
+def finalize_cmd(kafka: KafkaConnection, chunk_dir: Path | str, output: Path | str, every_s: float,
                  chunks_topic: str, group: str, once: bool, retain_s: float | None,
                  keep_versions: int, compact_options: CompactOptions,
                  metrics_endpoint: MetricsEndpoint) -> None:

@@ -324,23 +324,35 @@ def topic_option(fn: F) -> F:
                          help="Games topic.")(fn)
 
 
-def processor_group_option(fn: F) -> F:
-    return click.option("--group", default=PROCESSOR_GROUP, show_default=True,
-                        help="Consumer group of the stream processors (they share the "
-                             "partitions).")(fn)
-
-
-def finalizer_group_option(*decls: str) -> Callable[[F], F]:
-    """``--group`` of `finalize`; other commands name it ``--finalizer-group``."""
-    return click.option(*decls, default=FINALIZER_GROUP, show_default=True,
-                        help="Consumer group of the finalizer (holds its committed offsets).")
-
-
 def partitions_option(fn: F) -> F:
     return shared_option("--partitions", type=click.IntRange(1, 10_000),
                          default=DEFAULT_GAMES_PARTITIONS, show_default=True,
                          help="Partitions of the games topic (checked, or used to create "
                               "it).")(fn)
+
+
+class StoreLocation(click.ParamType):
+    """A local path (a Path) or an ``s3://bucket/prefix`` URL (kept as a str): what names a
+    chunk store or an output wherever a folder is named. ``must_exist`` applies to paths."""
+
+    name = "PATH|s3://BUCKET/PREFIX"
+
+    def __init__(self, *, must_exist: bool = False) -> None:
+        self.must_exist = must_exist
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Path | str:
+        text = str(value)
+        if text.startswith("s3://"):
+            if len(text) <= len("s3://") or text[len("s3://")] == "/":
+                self.fail(f"{text!r} names no bucket: s3://BUCKET[/PREFIX]", param, ctx)
+            return text.rstrip("/")
+        if "://" in text:
+            self.fail(f"{text!r}: use a local path or s3://BUCKET[/PREFIX]", param, ctx)
+        path = Path(text)
+        if self.must_exist and not path.exists():
+            self.fail(f"{text!r} does not exist", param, ctx)
+        return path
 
 
 def dlq_topic_option(default: str | None,
@@ -370,12 +382,12 @@ def finalizer_group_option() -> Callable[[F], F]:
 
 
 def chunk_store_option(*, required: bool, default: Path | None = None, must_exist: bool = False,
-                       help_text: str = "Chunk store folder.") -> Callable[[F], F]:
+                       help_text: str = "Chunk store: a folder or s3://BUCKET/PREFIX."
+                       ) -> Callable[[F], F]:
     # No `default=None` for a required option: click 8.3 takes an explicit None as a value
     # given, and would no longer say the option is missing.
     defaults = {} if default is None else {"default": default, "show_default": True}
-    return shared_option("--chunks", "chunk_dir",
-                         type=click.Path(file_okay=False, exists=must_exist, path_type=Path),
+    return shared_option("--chunks", "chunk_dir", type=StoreLocation(must_exist=must_exist),
                          required=required, help=help_text, **defaults)
 
 
@@ -386,7 +398,7 @@ def datasets_option(*, required: bool = True,
     command's --output is a file or folder of that one run, never a shared setting."""
     extra = {"required": True} if required else {}
     return shared_option("--output", "--datasets", "output", key="datasets",
-                         type=click.Path(file_okay=False, path_type=Path), help=help_text,
+                         type=StoreLocation(), help=help_text,
                          **extra)
 
 

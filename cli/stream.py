@@ -49,7 +49,7 @@ DEFAULT_READY_MAX_LAG = 10_000
                    "records of its end.")
 @reports_errors
 def stream_cmd(kafka: KafkaConnection, topic: str, partitions: int, group: str,
-               chunk_dir: Path, game_name: str, encoder: EncoderChoice, chunk_rows: int,
+               chunk_dir: Path | str, game_name: str, encoder: EncoderChoice, chunk_rows: int,
                chunk_age: float, dlq_topic: str, chunks_topic: str, from_time: datetime | None,
                metrics_endpoint: MetricsEndpoint, ready_max_lag: int) -> None:
     """Consume game records from Kafka into exactly-once chunks until SIGTERM/SIGINT.

@@ -5,9 +5,10 @@ Every ``every_s`` seconds the configurations with news are republished from the 
 `compact` (all-or-nothing, see publish), and only then are the consumed offsets committed. A
 crash in between rereads the announcements and publishes again, which yields the same rows.
 
-Announcements come from the bus, so none is trusted: its path must name a sealed chunk file
-inside the store, under the folder of its configuration, with the announced range, and the
-file's sha256 must match. Anything else is logged and ignored. Because announcements are sent
+Announcements come from the bus, so none is trusted: its store-relative name must be exactly
+``<config key>/<chunk name>`` of the announced configuration and range, the object must exist
+in the finalizer's own store (a local folder or ``s3://``), and its sha256 must match. Anything
+else is logged and ignored. Because announcements are sent
 after the seal and can be lost, a start also catches up from the store: every configuration
 whose sealed chunks are not all in its current manifest is published. The same catch-up
 covers a configuration whose publish failed (it stays pending and is retried every cycle):
@@ -17,7 +18,6 @@ announcement, says that it is behind.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -28,10 +28,9 @@ from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
 
 from playstream.chunks import ChunkName, ChunkStore
-from playstream.chunks.writer import file_sha256
 from playstream.clients.kafka import KafkaConnection, kafka_errors
 from playstream.compaction.compact import CompactionResult, CompactOptions, compact
-from playstream.compaction.publish import read_manifest
+from playstream.compaction.publish import output_child, read_manifest
 from playstream.compaction.retention import apply_retention
 from playstream.errors import ChunkError, DatasetError, PlaystreamError, error_text
 from playstream.producers.kafkaclient import StopIOFirstClient
@@ -61,7 +60,7 @@ class CycleReport:
     ignored: int = 0
     published: dict[str, CompactionResult] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
-    deleted: list[Path] = field(default_factory=list)
+    deleted: list[Path | str] = field(default_factory=list)
     committed: bool = False
 
 
@@ -74,8 +73,8 @@ class FinalizerService:
     longer contain their rows. None keeps every chunk.
     """
 
-    def __init__(self, kafka: KafkaConnection, *, chunks_topic: str, store_dir: Path,
-                 output_dir: Path, options: CompactOptions, every_s: float,
+    def __init__(self, kafka: KafkaConnection, *, chunks_topic: str, store_dir: str | Path,
+                 output_dir: str | Path, options: CompactOptions, every_s: float,
                  group: str = FINALIZER_GROUP, retention_s: float | None = None,
                  metrics: Metrics = NULL_METRICS) -> None:
         if not every_s > 0:
@@ -84,13 +83,12 @@ class FinalizerService:
             raise PlaystreamError(f"retention_s must not be negative, got {retention_s}",
                                   field="retention_s")
         self.store = ChunkStore(store_dir)
-        self.output_dir = Path(output_dir)
+        self.output_dir = output_dir
         self.options = options
         self.every_s = every_s
         self.retention_s = retention_s
         self.chunks_topic = chunks_topic
         self.metrics = metrics
-        self._root = self.store.root.resolve()
         self._pending: set[str] = set()
         self._report = CycleReport()
         self._uncommitted = 0
@@ -190,31 +188,29 @@ class FinalizerService:
         self._report.accepted += 1
         self._pending.add(announcement.config_key)
         log.debug("chunk announced", extra={**where, "config_key": announcement.config_key,
-                                            "path": announcement.path})
+                                            "chunk": announcement.name})
 
     def _verify(self, ann: Announcement) -> None:
-        """ChunkError unless the announcement names, exactly, a sealed chunk file of the
-        store (symlinks resolved) whose content has the announced sha256."""
-        path = Path(ann.path)
-        name = ChunkName.parse(path.name)
-        if not path.is_absolute() or name is None:
-            raise ChunkError("the path is not the absolute path of a sealed chunk",
-                             path=ann.path[:300])
+        """ChunkError unless the announcement names, exactly, a sealed chunk of this store under
+        its configuration, with the announced range, whose content has the announced sha256.
+        The name is checked as a string before the store is asked anything, so no announcement
+        can steer a read outside the store (no absolute path, no ``..``, no other folder)."""
+        key, sep, filename = ann.name.partition("/")
+        name = ChunkName.parse(filename) if sep else None
+        if name is None or key != ann.config_key:
+            raise ChunkError("the name is not <config key>/<chunk> of the announced "
+                             "configuration", chunk=ann.name[:300], config=ann.config_key)
         if (name.stream, name.first, name.last) != (ann.stream, ann.first, ann.last):
-            raise ChunkError(f"the file name does not match the announced range {ann.stream} "
-                             f"{ann.first}..{ann.last}", path=ann.path[:300])
-        expected = self._root / self.store.config_dir(ann.config_key).name / name.filename
-        if Path(os.path.realpath(path)) != expected:
-            raise ChunkError("the path is not a chunk of this store under its configuration",
-                             path=ann.path[:300], config=ann.config_key, store=str(self._root))
-        try:
-            digest = file_sha256(expected)
-        except OSError as err:
-            raise ChunkError(f"the chunk cannot be read: {err.strerror}",
-                             path=str(expected)) from None
+            raise ChunkError(f"the chunk name does not match the announced range {ann.stream} "
+                             f"{ann.first}..{ann.last}", chunk=ann.name[:300])
+        expected = self.store.object_name(self.store.check_key(key), name)
+        if expected != ann.name:
+            raise ChunkError("the name is not a chunk of this store", chunk=ann.name[:300],
+                             store=self.store.location)
+        digest = self.store.sha256(key, name)
         if digest != ann.sha256:
             raise ChunkError(f"sha256 {digest} differs from the announced {ann.sha256}",
-                             path=str(expected))
+                             path=self.store.url(key, name))
 
     # -- publishing -----------------------------------------------------------------------
     def _catch_up(self) -> None:
@@ -223,11 +219,11 @@ class FinalizerService:
         if self._caught_up:
             return
         for key in self.store.config_keys():
-            names = {name.filename for name, _ in self.store.sealed(key)}
+            names = {name.filename for name in self.store.chunks(key)}
             if not names:
                 continue
             try:
-                listed = {c.get("file") for c in read_manifest(self.output_dir / key)["chunks"]}
+                listed = {c.get("file") for c in read_manifest(output_child(self.output_dir, key))["chunks"]}
             except DatasetError:
                 listed = set()
             if not names <= listed:
@@ -259,11 +255,11 @@ class FinalizerService:
         return report
 
     def _publish(self, key: str) -> CompactionResult:
-        result = compact(self.store, key, self.output_dir / key, self.options)
+        result = compact(self.store, key, output_child(self.output_dir, key), self.options)
         self.metrics.compaction_seconds(key, result.seconds)
         self.metrics.dataset_published(key)
         log.info("dataset published", extra={
-            "config_key": key, "version": result.manifest.parent.name, "rows": result.rows,
+            "config_key": key, "version": result.version, "rows": result.rows,
             "games": result.games, "chunks": len(result.chunks),
             "chunks_used": len(result.chunks_used), "quarantined": len(result.quarantined),
             "bytes": result.bytes_written, "seconds": round(result.seconds, 3),
@@ -274,12 +270,12 @@ class FinalizerService:
                                           "dropped": self.options.drop_duplicate_moves})
         return result
 
-    def _retain(self, key: str) -> list[Path]:
+    def _retain(self, key: str) -> list[Path | str]:
         if self.retention_s is None:
             return []
         try:
-            return apply_retention(self.store, key, [read_manifest(self.output_dir / key)],
-                                   older_than_s=self.retention_s)
+            manifest = read_manifest(output_child(self.output_dir, key))
+            return apply_retention(self.store, key, [manifest], older_than_s=self.retention_s)
         except OSError as err:
             raise ChunkError(f"retention failed: {err.strerror or err}", path=err.filename,
                              config=key) from None

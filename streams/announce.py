@@ -11,7 +11,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from playstream.chunks import ChunkMetadata, SealedChunk
+from playstream.chunks import SealedChunk
 from playstream.errors import ChunkError
 
 MAX_ANNOUNCEMENT_BYTES = 64 * 1024
@@ -21,11 +21,14 @@ Count = Annotated[int, Field(ge=0)]
 
 
 class Announcement(BaseModel):
-    """What a finalizer needs to find and verify one sealed chunk."""
+    """What a finalizer needs to find and verify one sealed chunk. ``name`` is the chunk's
+    store-relative object name (``<config key>/<stream>+<first>+<last>.npz``), never a local
+    path: processors and the finalizer may run on different machines, and each resolves the
+    name against its own view of the shared store."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    path: Text
+    name: Text
     config_key: Annotated[str, StringConstraints(min_length=1, max_length=200)]
     stream: Annotated[str, StringConstraints(min_length=1, max_length=256)]
     topic: Annotated[str, StringConstraints(min_length=1, max_length=249)]
@@ -40,13 +43,13 @@ class Announcement(BaseModel):
 
 def announcement_for(chunk: SealedChunk) -> Announcement:
     """The announcement of a chunk of a Kafka stream (``topic+partition``); its seal time is
-    read from the chunk itself so that the two never disagree."""
+    the one in the chunk's metadata (the seal returns it), so that the two never disagree."""
     topic, _, partition = chunk.name.stream.rpartition("+")
     if not topic or not partition.isdigit():
         raise ChunkError("not the chunk of a Kafka partition", stream=chunk.name.stream,
-                         path=str(chunk.path))
-    sealed_at = ChunkMetadata.read(chunk.path).sealed_at.isoformat()
-    return Announcement(path=str(chunk.path.resolve()), config_key=chunk.config_key,
+                         chunk=chunk.object_name)
+    sealed_at = chunk.sealed_at.isoformat()
+    return Announcement(name=chunk.object_name, config_key=chunk.config_key,
                         stream=chunk.name.stream, topic=topic, partition=int(partition),
                         first=chunk.name.first, last=chunk.name.last, rows=chunk.rows,
                         games=chunk.games, sha256=chunk.sha256, sealed_at=sealed_at)

@@ -115,7 +115,7 @@ class SideOutputs:
 
     @staticmethod
     def _announce_failed(chunk: SealedChunk, error: BaseException) -> None:
-        log.error("chunk announcement failed", extra={"path": str(chunk.path),
+        log.error("chunk announcement failed", extra={"chunk": chunk.object_name,
                                                       "error": repr(error)})
 
     def close(self) -> None:

@@ -6,8 +6,12 @@ driver seeks the consumer there, whatever the group committed (faust's commits c
 trusted, faust #606, and are only an optimisation). Records below the resume point are
 duplicates (faust redelivers at start-up) and are dropped. On revocation the open chunk is
 discarded; the next owner reads those records again and seals them once. A crash is a
-revocation that nobody announced: the kernel drops the stream lock and the successor resumes
-from the names, completing a half-sealed group first.
+revocation that nobody announced: the successor resumes from the names (on a local store
+after the kernel dropped the dead owner's stream lock), completing a half-sealed group first.
+On an object store there is no lock: a paused owner that wakes up after a rebalance lists
+before it seals and stops on a range that overlaps the new owner's chunks (the error crashes
+the worker, whose restart resumes from the names); what slips through that check is left out
+by the compaction cover (docs/ARCHITECTURE.md, "Who may write a stream").
 
 The driver (`faust_app`, or any consumer loop) calls `assign` / `revoke` from its rebalance
 callbacks and must position its consumer at the offset `assign` returns before records of
@@ -265,5 +269,5 @@ class StreamProcessor:
             self.counters.chunks += 1
             self.counters.rows += chunk.rows
             self.metrics.chunk_sealed(chunk.config_key, chunk.rows)
-            log.info("chunk sealed", extra={"path": str(chunk.path), "rows": chunk.rows})
+            log.info("chunk sealed", extra={"chunk": chunk.object_name, "rows": chunk.rows})
             self._announce(chunk)

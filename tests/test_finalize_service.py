@@ -176,20 +176,20 @@ def test_forged_announcements_are_ignored_and_logged(
     store = ChunkStore(tmp_path / "chunks")
     chunk = seal(store, records[:2], topic_stream_id(f"{topic_prefix}.games", 1))[0]
     real = announcement_for(chunk)
-    outside = tmp_path / "elsewhere" / chunk.path.name
+    assert real.name == f"{chunk.config_key}/{chunk.name.filename}"  # never a local path
+    outside = tmp_path / "elsewhere" / chunk.name.filename
     outside.parent.mkdir()
-    shutil.copyfile(chunk.path, outside)
+    shutil.copyfile(store.local_path(chunk.config_key, chunk.name), outside)
     gone = ChunkName(chunk.name.stream, 10**6, 10**6 + chunk.name.last - chunk.name.first)
-    missing = chunk.path.with_name(gone.filename)
     forged = {
-        "outside": real.model_copy(update={"path": str(outside)}),
+        "absolute": real.model_copy(update={"name": str(outside)}),
         "traversal": real.model_copy(update={
-            "path": str(chunk.path.parent / ".." / ".." / "elsewhere" / chunk.path.name)}),
-        "relative": real.model_copy(update={"path": f"{chunk.config_key}/{chunk.path.name}"}),
+            "name": f"{chunk.config_key}/../../elsewhere/{chunk.name.filename}"}),
+        "other_folder": real.model_copy(update={"name": f"elsewhere/{chunk.name.filename}"}),
         "wrong_sha": real.model_copy(update={"sha256": "0" * 64}),
         "other_key": real.model_copy(update={"config_key": "connect_x"}),
-        "missing": real.model_copy(update={"path": str(missing), "first": gone.first,
-                                           "last": gone.last}),
+        "missing": real.model_copy(update={"name": f"{chunk.config_key}/{gone.filename}",
+                                           "first": gone.first, "last": gone.last}),
     }
     group = f"{topic_prefix}-fin"
     out = tmp_path / "datasets"
@@ -207,16 +207,16 @@ def test_forged_announcements_are_ignored_and_logged(
     reasons = [r.reason for r in ignored]  # type: ignore[attr-defined]
     # Key order of the topic's two partitions is by config key, so sort by message.
     assert sorted(reasons) == sorted([
-        "the path is not a chunk of this store under its configuration",
-        "the path is not a chunk of this store under its configuration",
-        "the path is not the absolute path of a sealed chunk",
+        "the name is not <config key>/<chunk> of the announced configuration",
+        "the name is not <config key>/<chunk> of the announced configuration",
+        "the name is not <config key>/<chunk> of the announced configuration",
         f"sha256 {chunk.sha256} differs from the announced {'0' * 64}",
-        "the path is not a chunk of this store under its configuration",
+        "the name is not <config key>/<chunk> of the announced configuration",
         "the chunk cannot be read: No such file or directory",
         "invalid announcement: Invalid JSON: key must be a string at line 1 column 2",
     ])
-    assert {r.path for r in ignored if hasattr(r, "path")} >= {  # type: ignore[attr-defined]
-        str(outside), str(missing), str(chunk.path)}
+    assert {r.chunk for r in ignored if hasattr(r, "chunk")} >= {  # type: ignore[attr-defined]
+        str(outside), f"elsewhere/{chunk.name.filename}"}
     assert len(versions(out / chunk.config_key)) == 1
 
 

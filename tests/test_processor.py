@@ -449,7 +449,9 @@ def test_announcement_round_trips_and_rejects_bad_fields(tmp_path: Path, log: Lo
     key, value = encode_announcement(announcement_for(chunk))
     back = decode_announcement(value)
     assert key == chunk.config_key.encode()
-    assert back.path == str(chunk.path.resolve()) and Path(back.path).is_absolute()
+    # the store-relative name, never a local path: other machines resolve it in their store
+    assert back.name == f"{chunk.config_key}/{chunk.name.filename}" == chunk.object_name
+    assert not Path(back.name).is_absolute() and str(tmp_path) not in value.decode()
     assert (back.topic, back.partition, back.stream) == (TOPIC, 2, f"{TOPIC}+2")
     assert (back.first, back.last, back.rows, back.games, back.sha256) == (
         chunk.name.first, chunk.name.last, chunk.rows, chunk.games, chunk.sha256)

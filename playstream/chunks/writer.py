@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import time
-import uuid
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Callable
 
 from playstream.chunks.metadata import (MAX_REASON_CHARS, MAX_SKIPPED_LISTED, ChunkMetadata,
                                        ChunkOrigin, SkippedRecord)
 from playstream.chunks.naming import ChunkName, validate_stream_id
 from playstream.chunks.store import ChunkStore, SealedChunk
-from playstream.durable import fsync_dir
-from playstream.dataset import DatasetConfig, NPZDatasetWriter, RowBatch
+from playstream.dataset import DatasetConfig, NPZDatasetWriter, RowBatch, read_metadata
 from playstream.errors import ChunkError
 from playstream.locks import ProcessLock
 
@@ -94,6 +94,8 @@ class ChunkWriter:
         self.always = always
         self._clock = clock
         self._lock: ProcessLock | None = store.lock_stream(stream, scope, timeout=lock_timeout)
+        store.sweep_scratch(stream, scope)   # a crashed local writer's leftovers (lock held)
+        self._scratch: Path = store.scratch(stream, scope)
         self._sealed: dict[str, list[ChunkName]] = {}
         self._recovery: _Recovery | None = None
         self._next = 0
@@ -107,8 +109,17 @@ class ChunkWriter:
         start of an incomplete group."""
         return self._next
 
+    def _chunk_metadata(self, key: str, name: ChunkName) -> ChunkMetadata:
+        """The metadata of a sealed chunk (downloaded into the scratch folder from an object
+        store, and removed again)."""
+        path, _ = self.store.fetch(key, name, self._scratch)
+        try:
+            return ChunkMetadata.read(path)
+        finally:
+            if not self.store.is_local:
+                path.unlink(missing_ok=True)
+
     def _resume(self) -> None:
-        self.store.sweep_temp(self.stream, self.scope)
         self._sealed = self.store.stream_chunks(self.stream, self.scope)
         ranges: dict[tuple[int, int], dict[str, ChunkName]] = {}
         for key, names in self._sealed.items():
@@ -120,8 +131,7 @@ class ChunkWriter:
         first, last = max(ranges, key=lambda r: r[1])
         present = ranges[(first, last)]
         any_key = next(iter(present))
-        group = ChunkMetadata.read(self.store.config_dir(any_key)
-                                   / present[any_key].filename).group
+        group = self._chunk_metadata(any_key, present[any_key]).group
         missing = set(group) - set(present)
         if missing:
             self._recovery = _Recovery(first, last, group, missing)
@@ -209,6 +219,7 @@ class ChunkWriter:
 
     def close(self) -> None:
         self.discard()
+        shutil.rmtree(self._scratch, ignore_errors=True)
         if self._lock is not None:
             self._lock.release()
             self._lock = None
@@ -231,9 +242,17 @@ class ChunkWriter:
             group = sorted(self._parts)
             targets = group
         name = ChunkName(self.stream, first, last)
-        for key in targets:
+        if not self.store.is_local:
+            # no lock on an object store: another owner may have sealed since we resumed
+            for key in targets:
+                self._sealed[key] = self.store.chunks(key, self.stream)
+        # Completing an incomplete group on an object store may overlap chunks that another
+        # owner sealed meanwhile with other boundaries; the compaction cover counts each
+        # position once, and the group must be completed for resume to move past it.
+        completing = rec is not None and not self.store.is_local
+        for key in targets if not completing else ():
             for other in self._sealed.get(key, []):
-                if other.overlaps(name):
+                if other.overlaps(name) and (self.store.is_local or other != name):
                     raise ChunkError(f"range {first}..{last} overlaps the sealed chunk "
                                      f"{other.filename}; refusing to seal a duplicate",
                                      stream=self.stream, config=key)
@@ -241,39 +260,62 @@ class ChunkWriter:
             self._next = last + 1
             self._reset_open()
             return []
-        temps = [(key, self._write_temp(key, name, group)) for key in targets]
+        built = [(key, *self._build(key, name, group)) for key in targets]
         sealed = []
-        for key, tmp in temps:
-            final = self.store.config_dir(key) / name.filename
+        for key, path, meta in built:
+            digest = file_sha256(path)
             try:
-                os.link(tmp, final)  # fails if the name exists: never overwrite a sealed chunk
-            except FileExistsError:
-                raise ChunkError("a sealed chunk with this name already exists",
-                                 stream=self.stream, path=str(final)) from None
+                if not self.store.seal(key, name, path):
+                    # sealed by someone else (a zombie owner, a lost response): the same range
+                    # of the same stream with the same encoder; adopt it if its rows agree
+                    meta, digest = self._adopt(key, name, meta)
             finally:
-                os.unlink(tmp)
-            fsync_dir(final.parent)
+                path.unlink(missing_ok=True)
             part = self._parts.get(key)
-            self._sealed.setdefault(key, []).append(name)
-            sealed.append(SealedChunk(final, key, name, part.rows if part else 0,
-                                      len(part.games) if part else 0, file_sha256(final)))
+            if name not in self._sealed.setdefault(key, []):
+                self._sealed[key].append(name)
+            sealed.append(SealedChunk(self.store.object_name(key, name), key, name,
+                                      part.rows if part else 0, len(part.games) if part else 0,
+                                      digest, meta.sealed_at, self.store.local_path(key, name)))
         self._recovery = None
         self._next = last + 1
         self._reset_open()
         return sealed
 
-    def _write_temp(self, key: str, name: ChunkName, group: list[str]) -> str:
+    def _build(self, key: str, name: ChunkName, group: list[str]
+               ) -> tuple[Path, ChunkMetadata]:
+        """Write the chunk of ``key`` as a local file in the scratch folder."""
         part = self._parts.get(key)
         if part is None:
             raise ChunkError(f"no rows for configuration {key} while re-sealing "
                              f"{name.filename}: the source changed", stream=self.stream)
-        tmp = self.store.temp_path(key, name, uuid.uuid4().hex)
+        path = self._scratch / f"{key}.{name.filename}"
         meta = ChunkMetadata(stream=self.stream, first=name.first, last=name.last,
                              origin=self.origin, group=tuple(group), games=tuple(part.games),
                              moves_digests=tuple(part.moves), skipped=tuple(self._skipped),
                              skipped_count=self._skipped_count,
                              sealed_at=datetime.now(timezone.utc))
-        with NPZDatasetWriter(tmp, part.config, extra_metadata=meta.to_metadata()) as writer:
+        with NPZDatasetWriter(path, part.config, extra_metadata=meta.to_metadata()) as writer:
             for batch in part.batches:
                 writer.write(batch)
-        return str(tmp)
+        return path, meta
+
+    def _adopt(self, key: str, name: ChunkName, ours: ChunkMetadata
+               ) -> tuple[ChunkMetadata, str]:
+        """The metadata and sha256 of a chunk someone else sealed under our name, if it holds
+        what we would have written (same games, skipped records and group: the content is a
+        function of the range and the encoder; only the seal time differs). ChunkError
+        otherwise: the source or the encoder changed under one name."""
+        path, digest = self.store.fetch(key, name, self._scratch)
+        try:
+            theirs = ChunkMetadata.read(path)
+            rows = int(read_metadata(path)["rows"])
+        finally:
+            if not self.store.is_local:
+                path.unlink(missing_ok=True)
+        part = self._parts[key]
+        if (theirs.games, theirs.skipped_count, theirs.group, rows) != \
+                (ours.games, ours.skipped_count, ours.group, part.rows):
+            raise ChunkError("a sealed chunk with this name already exists and holds other "
+                             "rows", stream=self.stream, path=self.store.url(key, name))
+        return theirs, digest

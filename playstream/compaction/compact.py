@@ -22,8 +22,10 @@ Chunks themselves are bounded by the chunk writer's ``max_rows``.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field, fields
 from datetime import datetime
@@ -34,8 +36,10 @@ import numpy as np
 
 from playstream.chunks import ChunkMetadata, ChunkName, ChunkOrigin, ChunkStore
 from playstream.chunks.writer import file_sha256
-from playstream.compaction.publish import (SPLITS, ChunkEntry, OutputEntry, Publication,
-                                          QuarantinedChunk, build_manifest, is_single_file)
+from playstream.compaction.cover import chunk_cover
+from playstream.compaction.publish import (SPLITS, ChunkEntry, ObjectPublication, OutputEntry,
+                                          Publication, QuarantinedChunk, build_manifest,
+                                          is_object_url, is_single_file, open_publication)
 from playstream.compaction.windows import AllRows, WindowPolicy
 from playstream.dataset import (DatasetConfig, NPZDatasetWriter, RowBatch, iter_row_batches,
                                 load_npz_dataset, read_metadata, validate_npz_dataset)
@@ -113,8 +117,9 @@ class CompactionResult:
     games: int
     train_rows: int
     val_rows: int
-    outputs: list[Path]
-    manifest: Path
+    outputs: list[Path] | list[str]   # local files, or URLs of objects
+    manifest: Path | str
+    version: str                      # the version published (the file name for one .npz)
     chunks: list[ChunkEntry]  # every chunk considered; rows_used 0 for those left out
     quarantined: list[QuarantinedChunk]
     bytes_written: int
@@ -185,15 +190,15 @@ def val_side(game_ids: np.ndarray, val_fraction: float) -> np.ndarray:
     return (head / 2.0**64 < val_fraction)[inverse]
 
 
-def compact(store: ChunkStore, config_key: str | None, output: Path,
+def compact(store: ChunkStore, config_key: str | None, output: str | os.PathLike[str],
             options: CompactOptions = CompactOptions(), *,
             progress: Progress | None = None, allow_empty: bool = True) -> CompactionResult:
     """Compact the sealed chunks of ``config_key`` (None: the store's only configuration)
-    into ``output``: a ``.npz`` file, or a dataset directory of versions (see publish).
-    Without ``allow_empty``, a dataset of no rows is an EmptyResultError and nothing is
-    published."""
+    into ``output``: a ``.npz`` file, or a dataset directory of versions (see publish), as a
+    local path or an ``s3://`` URL. Without ``allow_empty``, a dataset of no rows is an
+    EmptyResultError and nothing is published."""
     started = time.monotonic()
-    output = Path(output)
+    output = output if is_object_url(output) else Path(output)
     if is_single_file(output) and (options.val_fraction > 0 or options.shard_rows is not None):
         raise PlaystreamError("a single .npz output cannot hold a val split or shards; give a "
                               "directory as the output", path=str(output),
@@ -202,8 +207,8 @@ def compact(store: ChunkStore, config_key: str | None, output: Path,
     key = _resolve_key(store, config_key)
     counter = _Counter(progress)
     try:
-        with Publication(output, keep_versions=options.keep_versions) as pub:
-            chunks, config, quarantined = _verified_chunks(
+        with open_publication(output, keep_versions=options.keep_versions) as pub:
+            chunks, config, quarantined, superseded = _verified_chunks(
                 store, key, pub.work_dir, options.memory_budget_bytes)
             duplicates = _select_usable(chunks, options)  # reported by the caller
             _apply_window(chunks, options.window)
@@ -214,17 +219,21 @@ def compact(store: ChunkStore, config_key: str | None, output: Path,
             games = {s: sum(c.split_games.get(s, 0) for c in chunks) for s in SPLITS}
             manifest = build_manifest(config, options.to_manifest(),
                                       [c.entry() for c in chunks], quarantined, outputs, games,
-                                      duplicates)
+                                      duplicates, superseded)
             files, manifest_path = pub.commit(manifest)
     except OSError as err:
         raise DatasetError(f"compaction failed, nothing was published: {err.strerror or err}",
                            path=str(output), check="publish") from err
     totals = manifest["totals"]
+    manifest_bytes = (manifest_path.stat().st_size if isinstance(manifest_path, Path)
+                      else len(json.dumps(manifest, indent=2, sort_keys=True)) + 1)
+    version = str(manifest_path).rstrip("/").rsplit("/", 2)[-2] if not pub.single_file \
+        else str(output).rsplit("/", 1)[-1]
     return CompactionResult(
         rows=totals["rows"], games=totals["games"], train_rows=totals["train_rows"],
-        val_rows=totals["val_rows"], outputs=files, manifest=manifest_path,
+        val_rows=totals["val_rows"], outputs=files, manifest=manifest_path, version=version,
         chunks=[c.entry() for c in chunks], quarantined=quarantined,
-        bytes_written=totals["bytes"] + manifest_path.stat().st_size,
+        bytes_written=totals["bytes"] + manifest_bytes,
         seconds=time.monotonic() - started, duplicate_moves=duplicates)
 
 
@@ -247,32 +256,39 @@ def _empty_result(chunks: list[_Chunk], quarantined: list[QuarantinedChunk],
 
 def _resolve_key(store: ChunkStore, config_key: str | None) -> str:
     if config_key is not None:
-        store.config_dir(config_key)  # validates the key
-        return config_key
+        return store.check_key(config_key)
     keys = store.config_keys()
     if len(keys) != 1:
         if not keys:
-            raise ChunkError("the chunk store holds no configuration", path=str(store.root))
+            raise ChunkError("the chunk store holds no configuration", path=store.location)
         raise ConfigMismatchError(f"the chunk store holds {len(keys)} configurations "
                                   f"({', '.join(keys)}); name the one to compact",
-                                  path=str(store.root))
+                                  path=store.location)
     return keys[0]
 
 
 # -- 1. verification ------------------------------------------------------------------------
 def _verified_chunks(store: ChunkStore, key: str, work: Path, budget: int
-                     ) -> tuple[list[_Chunk], DatasetConfig, list[QuarantinedChunk]]:
-    """The sealed chunks that pass every check, oldest first by (sealed_at, name); the
-    others are moved to quarantine. Refuses chunks whose configurations differ."""
+                     ) -> tuple[list[_Chunk], DatasetConfig, list[QuarantinedChunk], list[str]]:
+    """The chunks of the cover of each stream (`chunk_cover`) that pass every check, oldest
+    first by (sealed_at, name), and the names of the superseded ones; the chunks that fail a
+    check are moved to quarantine. From an object store each chunk is downloaded into the
+    work folder (its sha256 computed on the way). Refuses chunks whose configurations
+    differ."""
     chunks: list[_Chunk] = []
     quarantined: list[QuarantinedChunk] = []
     config: DatasetConfig | None = None
     first_path = ""
-    for index, (name, path) in enumerate(store.sealed(key)):
+    cover, superseded = chunk_cover(store.chunks(key))
+    downloads = work / "chunks"
+    downloads.mkdir()
+    for index, name in enumerate(cover):
+        path, digest = store.fetch(key, name, downloads)
         checked = _checked_chunk(path, name, budget)
         if isinstance(checked, str):
-            moved = store.quarantine(path, checked)
-            log.warning("chunk quarantined", extra={"path": str(path), "reason": checked})
+            moved = store.quarantine(key, name, path, checked)
+            log.warning("chunk quarantined", extra={"path": store.url(key, name),
+                                                    "reason": checked})
             quarantined.append(QuarantinedChunk(moved, checked))
             continue
         meta, chunk_meta = checked
@@ -284,13 +300,13 @@ def _verified_chunks(store: ChunkStore, key: str, work: Path, budget: int
             raise ConfigMismatchError(f"the chunks hold configuration {config.key()} but lie in "
                                       f"the folder of {key}", path=str(path))
         chunks.append(_Chunk(name, path, key, chunk_meta.sealed_at, chunk_meta.origin,
-                             int(meta["rows"]), file_sha256(path),
+                             int(meta["rows"]), digest,
                              work / f"{index:08d}.selection.npy", chunk_meta.skipped_count))
     if config is None:
         raise ChunkError(f"no valid sealed chunk for configuration {key} "
                          f"({len(quarantined)} quarantined)", config=key)
     chunks.sort(key=lambda c: (c.sealed_at, c.name))
-    return chunks, config, quarantined
+    return chunks, config, quarantined, [n.filename for n in superseded]
 
 
 def _checked_chunk(path: Path, name: ChunkName, budget: int
@@ -416,7 +432,7 @@ class _SplitSink:
     """The rows of one split into ``train.npz``, or into shards of ``shard_rows`` rows
     (``train-00000.npz``, ...). A split always gets at least one (possibly empty) file."""
 
-    def __init__(self, split: str, pub: Publication, config: DatasetConfig,
+    def __init__(self, split: str, pub: Publication | ObjectPublication, config: DatasetConfig,
                  options: CompactOptions, block_rows: int, extra: dict[str, Any],
                  counter: _Counter) -> None:
         self.split = split
@@ -477,7 +493,7 @@ class _SplitSink:
 
 
 def _write(chunks: list[_Chunk], config: DatasetConfig, options: CompactOptions,
-           pub: Publication, quarantined: list[QuarantinedChunk],
+           pub: Publication | ObjectPublication, quarantined: list[QuarantinedChunk],
            counter: _Counter, duplicates: int) -> list[OutputEntry]:
     budget = options.memory_budget_bytes
     row_bytes = max((c.row_bytes for c in chunks if c.used), default=1)
@@ -489,7 +505,8 @@ def _write(chunks: list[_Chunk], config: DatasetConfig, options: CompactOptions,
         # The file carries its manifest; everything in it is known before the first row.
         train_rows = sum(c.split_rows.get("train", 0) for c in chunks)
         train_games = sum(c.split_games.get("train", 0) for c in chunks)
-        planned = [OutputEntry(pub.output.name, "train", train_rows, train_games, None, None)]
+        planned = [OutputEntry(pub.file_path("train", None).name, "train", train_rows,
+                               train_games, None, None)]
         extra["manifest"] = build_manifest(config, options.to_manifest(),
                                            [c.entry() for c in chunks], quarantined, planned,
                                            {"train": train_games}, duplicates)
@@ -513,9 +530,10 @@ def _write(chunks: list[_Chunk], config: DatasetConfig, options: CompactOptions,
             for split, sink in sinks.items() for path, rows in sink.files]
 
 
-def _describe_output(path: Path, split: str, rows: int, pub: Publication) -> OutputEntry:
+def _describe_output(path: Path, split: str, rows: int,
+                     pub: Publication | ObjectPublication) -> OutputEntry:
     games = int(read_metadata(path)["games"])
-    name = pub.output.name if pub.single_file else path.name
+    name = pub.file_path("train", None).name if pub.single_file else path.name
     return OutputEntry(name, split, rows, games, file_sha256(path), path.stat().st_size)
 
 

@@ -87,6 +87,11 @@ def provenance_of(path: Path) -> Provenance | None:
     return None
 
 
+def manifest_provenance(manifest: dict[str, Any]) -> Provenance:
+    """The provenance a dataset manifest tells (one read from an object store, say)."""
+    return _from_manifest("dataset", manifest, None)
+
+
 def _manifest_path(folder: Path) -> Path:
     current = folder / "current"
     return (current.resolve() if current.is_symlink() else folder) / MANIFEST_NAME

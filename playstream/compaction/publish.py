@@ -16,22 +16,25 @@ import json
 import os
 import re
 import shutil
+import tempfile
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from types import TracebackType
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Sequence
 
 from playstream.dataset import DatasetConfig
 from playstream.durable import fsync_dir
-from playstream.errors import DatasetError, PlaystreamError
+from playstream.errors import DatasetError, PlaystreamError, StorageError
 from playstream.locks import ProcessLock, holder_of
+from playstream.storage import open_storage
 
 MANIFEST_FORMAT = "playstream-manifest"
 MANIFEST_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 CURRENT = "current"
+CLAIMS = "claims"   # object stores: claims/<n> marks version number n as taken
 MAX_MANIFEST_BYTES = 256 << 20
 SPLITS = ("train", "val")
 _VERSION_DIR = re.compile(r"^[0-9]{8}T[0-9]{6}Z-(?P<n>[0-9]{1,12})$")
@@ -57,9 +60,10 @@ class ChunkEntry:
 
 
 class QuarantinedChunk(NamedTuple):
-    """A chunk that failed a check: where it lies now (in the store's quarantine) and why."""
+    """A chunk that failed a check: where it lies now in the store's quarantine (the file on a
+    local store, the store-relative name on an object store) and why."""
 
-    path: Path
+    path: Path | PurePosixPath
     reason: str
 
 
@@ -78,10 +82,13 @@ class OutputEntry:
 
 def build_manifest(config: DatasetConfig, options: dict[str, Any], chunks: list[ChunkEntry],
                    quarantined: list[QuarantinedChunk], outputs: list[OutputEntry],
-                   games: dict[str, int], duplicate_moves: int) -> dict[str, Any]:
+                   games: dict[str, int], duplicate_moves: int,
+                   superseded: Sequence[str] = ()) -> dict[str, Any]:
     """``games`` holds the distinct games per split (a shuffled game spreads over shards, so
     the per-file counts do not add up to it); ``duplicate_moves`` the games that repeat an
-    older game's move sequence under another id (kept unless the options drop them)."""
+    older game's move sequence under another id (kept unless the options drop them).
+    ``superseded`` names the chunks left out because their range overlaps the chosen cover of
+    their stream (`chunk_cover`)."""
     rows = {s: sum(o.rows for o in outputs if o.split == s) for s in SPLITS}
     return {
         "format": MANIFEST_FORMAT,
@@ -93,6 +100,7 @@ def build_manifest(config: DatasetConfig, options: dict[str, Any], chunks: list[
         "chunks": [asdict(c) for c in chunks],
         "quarantined": [{"file": q.path.name, "reason": q.reason, "moved_to": str(q.path)}
                         for q in quarantined],
+        "superseded": sorted(superseded),
         "outputs": [asdict(o) for o in outputs],
         "totals": {
             "rows": rows["train"] + rows["val"],
@@ -110,8 +118,20 @@ def build_manifest(config: DatasetConfig, options: dict[str, Any], chunks: list[
     }
 
 
-def is_single_file(output: Path) -> bool:
-    return output.suffix == ".npz"
+def is_object_url(output: str | os.PathLike[str]) -> bool:
+    return os.fspath(output).startswith("s3://")
+
+
+def output_child(output: str | os.PathLike[str], name: str) -> Path | str:
+    """``output/name`` for a local folder or an ``s3://`` prefix (a finalizer's output holds one
+    dataset per configuration key)."""
+    if is_object_url(output):
+        return f"{os.fspath(output).rstrip('/')}/{name}"
+    return Path(output) / name
+
+
+def is_single_file(output: str | os.PathLike[str]) -> bool:
+    return os.fspath(output).endswith(".npz")
 
 
 def manifest_sidecar(output: Path) -> Path:
@@ -258,6 +278,134 @@ def dataset_versions(output: Path) -> dict[int, Path]:
             found[int(m["n"])] = p
     return found
 
+class ObjectPublication:
+    """One attempt to publish at an ``s3://`` output, with the interface of `Publication`.
+
+    Files are staged in a local folder. A dataset directory gets a new version prefix
+    ``<UTC time>-<n>/``: its shards are created first (``create_if_absent``, in parts when
+    large), then its ``manifest.json``, and last the small ``current`` object is replaced with
+    the version's name. A reader goes through ``current`` to a version whose manifest and
+    shards all exist, so it never sees a half-published version; a run that fails before the
+    pointer leaves the previous version current (its partial objects are removed, or swept by
+    a later run). Two finalizers on one output cannot pick the same version: the second
+    ``create_if_absent`` of a shard or of the manifest fails and the run is refused. A single
+    ``.npz`` output is written whole (one atomic put), then its sidecar manifest.
+    """
+
+    def __init__(self, output: str, *, keep_versions: int) -> None:
+        self.output = output.rstrip("/")
+        self.single_file = is_single_file(self.output)
+        self.keep_versions = keep_versions
+        if self.single_file:
+            parent, _, self.file_name = self.output.rpartition("/")
+            self.storage = open_storage(parent)
+        else:
+            self.file_name = ""
+            self.storage = open_storage(self.output)
+        self.staging = Path(tempfile.mkdtemp(prefix="playstream-publish-"))
+        self._committed = False
+
+    @property
+    def work_dir(self) -> Path:
+        return self.staging / ".work"
+
+    def __enter__(self) -> ObjectPublication:
+        self.work_dir.mkdir()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+    def file_path(self, split: str, shard: int | None) -> Path:
+        if split not in SPLITS:
+            raise PlaystreamError(f"unknown split {split!r}", field="split")
+        if self.single_file:
+            if split != "train" or shard is not None:
+                raise PlaystreamError("a single .npz output holds one unsharded train split",
+                                      path=self.output, field="split")
+            return self.staging / self.file_name
+        return self.staging / (f"{split}.npz" if shard is None else f"{split}-{shard:05d}.npz")
+
+    def _fail(self, err: PlaystreamError) -> DatasetError:
+        return DatasetError(f"publishing failed: {err.message}", path=self.output,
+                            check="publish", **err.context)
+
+    def commit(self, manifest: dict[str, Any]) -> tuple[list[str], str]:
+        """Upload and publish; returns (URLs of the published files, URL of the manifest)."""
+        shutil.rmtree(self.work_dir)
+        files = [o["file"] for o in manifest["outputs"]]
+        body = (json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False) + "\n").encode()
+        try:
+            if self.single_file:
+                self.storage.write(self.file_name, self.staging / self.file_name)
+                sidecar = f"{self.file_name}.manifest.json"
+                self.storage.write(sidecar, body)
+                result = ([self.storage.url(self.file_name)], self.storage.url(sidecar))
+            else:
+                result = self._commit_version(body, files)
+        except StorageError as err:
+            raise self._fail(err) from None
+        self._committed = True
+        return result
+
+    def _versions(self) -> tuple[dict[int, str], set[int]]:
+        """The versions present (number → prefix) and every version number ever claimed."""
+        found: dict[int, str] = {}
+        claimed: set[int] = set()
+        for obj in self.storage.list(""):
+            head, _, rest = obj.name.partition("/")
+            if head == CLAIMS and rest.isdigit():
+                claimed.add(int(rest))
+            elif m := _VERSION_DIR.match(head):
+                found[int(m["n"])] = head
+        return found, claimed | set(found)
+
+    def _commit_version(self, body: bytes, files: list[str]) -> tuple[list[str], str]:
+        versions, claimed = self._versions()
+        number = max(claimed, default=0) + 1
+        version = f"{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}-{number}"
+        # one finalizer per version number: the claim is a create-if-absent, kept even if
+        # this run fails, so a number is never used twice
+        if not self.storage.create_if_absent(f"{CLAIMS}/{number:012d}", version.encode()):
+            raise DatasetError(f"another finalizer is publishing version {number} to this "
+                               "output", path=self.output, check="lock")
+        created: list[str] = []
+        try:
+            for name in [*files, MANIFEST_NAME]:
+                obj = f"{version}/{name}"
+                source: Path | bytes = body if name == MANIFEST_NAME else self.staging / name
+                if not self.storage.create_if_absent(obj, source):
+                    raise DatasetError(f"version {version} exists already", path=self.output,
+                                       check="publish")
+                created.append(obj)
+            self.storage.write(CURRENT, f"{version}\n".encode())
+        except BaseException:
+            for obj in created:
+                self.storage.delete(obj)
+            raise
+        self._prune(versions, keep=self.keep_versions - 1)
+        return ([self.storage.url(f"{version}/{f}") for f in files],
+                self.storage.url(f"{version}/{MANIFEST_NAME}"))
+
+    def _prune(self, older: dict[int, str], *, keep: int) -> None:
+        """Delete all but the ``keep`` newest of the versions before the one just published,
+        and their claims."""
+        doomed = {older[n] for n in sorted(older)[:max(0, len(older) - keep)]}
+        for obj in list(self.storage.list("")):
+            if obj.name.split("/", 1)[0] in doomed:
+                self.storage.delete(obj.name)
+        for n in sorted(older)[:max(0, len(older) - keep)]:
+            self.storage.delete(f"{CLAIMS}/{n:012d}")
+
+
+def open_publication(output: str | os.PathLike[str], *,
+                     keep_versions: int) -> Publication | ObjectPublication:
+    """The publication for a local output path or an ``s3://`` output."""
+    if is_object_url(output):
+        return ObjectPublication(os.fspath(output), keep_versions=keep_versions)
+    return Publication(Path(output), keep_versions=keep_versions)
+
 
 def _write_json(path: Path, value: dict[str, Any]) -> None:
     with open(path, "w") as fh:
@@ -270,6 +418,8 @@ def _write_json(path: Path, value: dict[str, Any]) -> None:
 def read_manifest(output: str | os.PathLike[str]) -> dict[str, Any]:
     """The manifest of what ``output`` currently publishes: a dataset directory (through its
     ``current`` link), one version folder, or a single ``.npz`` file (its sidecar)."""
+    if is_object_url(output):
+        return _read_object_manifest(os.fspath(output).rstrip("/"))
     out = Path(output)
     if is_single_file(out):
         path = manifest_sidecar(out)
@@ -287,6 +437,35 @@ def read_manifest(output: str | os.PathLike[str]) -> dict[str, Any]:
     except OSError as err:
         raise DatasetError(f"no manifest: {err.strerror}", path=str(path),
                            check="manifest") from None
+    return _parse_manifest(raw, str(path))
+
+
+def _read_object_manifest(url: str) -> dict[str, Any]:
+    """`read_manifest` of an ``s3://`` output: a single ``.npz`` (its sidecar), a dataset
+    (through its ``current`` object) or one version prefix."""
+    try:
+        if is_single_file(url):
+            parent, _, name = url.rpartition("/")
+            storage, obj = open_storage(parent), f"{name}.manifest.json"
+        else:
+            storage = open_storage(url)
+            obj = MANIFEST_NAME
+            if storage.exists(CURRENT):
+                target = storage.read_range(CURRENT, 0, 64).decode(errors="replace").strip()
+                if not _VERSION_DIR.match(target):
+                    raise DatasetError(f"the {CURRENT!r} object names {target[:80]!r}, not a "
+                                       "version", path=url, check="manifest")
+                obj = f"{target}/{MANIFEST_NAME}"
+        if storage.stat(obj).size > MAX_MANIFEST_BYTES:
+            raise DatasetError(f"manifest is larger than {MAX_MANIFEST_BYTES} bytes",
+                               path=storage.url(obj), check="manifest")
+        return _parse_manifest(storage.read(obj), storage.url(obj))
+    except StorageError as err:
+        raise DatasetError(f"no manifest: {err.message}", path=url, check="manifest",
+                           **{k: v for k, v in err.context.items() if k != "path"}) from None
+
+
+def _parse_manifest(raw: bytes, path: str) -> dict[str, Any]:
     if len(raw) > MAX_MANIFEST_BYTES:
         raise DatasetError(f"manifest is larger than {MAX_MANIFEST_BYTES} bytes",
                            path=str(path), check="manifest")

@@ -20,8 +20,8 @@ if TYPE_CHECKING:
     from playstream.storage.s3 import S3Storage
 
 __all__ = ["Data", "InvalidObjectNameError", "LocalStorage", "ObjectInfo", "ObjectNotFoundError",
-           "S3Storage", "Storage", "StorageError", "open_storage", "parse_s3_url",
-           "validate_name", "validate_prefix"]
+           "S3Storage", "Storage", "StorageError", "download", "is_url", "open_object",
+           "open_storage", "parse_s3_url", "validate_name", "validate_prefix"]
 
 S3_EXTRA_HINT = "pip install 'playstream[s3]'"
 
@@ -70,6 +70,32 @@ def open_storage(location: str | os.PathLike[str], **options: Any) -> Storage:
     if not text:
         raise StorageError("empty store location", operation="open")
     return LocalStorage(Path(text))
+
+
+def is_url(location: str | os.PathLike[str]) -> bool:
+    """True for an ``s3://`` location (anything else names a local path)."""
+    return os.fspath(location).startswith("s3://")
+
+
+def open_object(url: str) -> tuple[Storage, str]:
+    """The store holding the object ``s3://bucket/prefix/name`` and its name in it."""
+    bucket, key = parse_s3_url(url)
+    prefix, _, name = key.rpartition("/")
+    if not name:
+        raise StorageError("an object URL needs a bucket and a name: s3://BUCKET/NAME",
+                           url=url, operation="open")
+    return open_storage(f"s3://{bucket}/{prefix}".rstrip("/")), name
+
+
+def download(url: str, folder: Path, *, block: int = 1 << 20) -> Path:
+    """Copy the object at ``url`` into ``folder`` (same file name), streamed in blocks; for
+    readers that need a local file (zip members are read by offset from a path)."""
+    storage, name = open_object(url)
+    target = folder / name
+    with storage.open_read(name) as src, open(target, "wb") as out:
+        for data in iter(lambda: src.read(block), b""):
+            out.write(data)
+    return target
 
 
 def __getattr__(attr: str) -> Any:   # S3Storage on first use, so boto3 stays optional
