@@ -4,9 +4,11 @@ chunk cover that counts every stream position once when two owners sealed overla
 a zombie owner's seal, versions published shards → manifest → pointer, and the CLI on s3://."""
 from __future__ import annotations
 
+
 import json
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Callable
@@ -312,16 +314,26 @@ def test_export_validate_inspect_on_s3(s3_env: dict[str, str], s3_bucket: str, s
 def test_seals_wait_out_a_restarting_server(request: pytest.FixtureRequest, tmp_path: Path,
                                             caplog: pytest.LogCaptureFixture) -> None:
     """S3Proxy is SIGKILLed and restarted while a writer seals chunks, some big enough to go
-    up in parts: every seal completes once the server is back, and every chunk is whole."""
+    up in parts: every seal completes once the server is back, and every chunk is whole.
+    The server is killed before the second seal and started again 8 s later, and botocore
+    retries only once (about a second), so that seal certainly meets it down and the store's
+    own wait is what carries it (a restart racing the seals could fall between two of them,
+    or be bridged by botocore's retries alone)."""
     import threading
     server = request.getfixturevalue("s3_server")
-    store = s3_store(request, part_size=5 * MiB, multipart_threshold=5 * MiB)
+    store = s3_store(request, part_size=5 * MiB, multipart_threshold=5 * MiB, max_attempts=2)
     writer = ChunkWriter(store, "t+0", SCOPE, max_rows=12_000)
-    restart = threading.Thread(target=server.restart, kwargs={"kill": True})
+
+    def start_later() -> None:
+        time.sleep(8)
+        server.start()
+
+    restart = threading.Thread(target=start_later)
     sealed = []
     with caplog.at_level("WARNING", logger="playstream.chunks.store"):
         for pos, rows in enumerate((12_000, 12_000, 24_000, 24_000)):  # ~3.5 and ~7 MiB
             if pos == 1:
+                server.stop(kill=True)
                 restart.start()
             sealed += writer.add(pos, CONFIG, game_rows(f"p{pos}", rows, pos),
                                  game_id=f"p{pos}")
