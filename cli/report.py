@@ -2,16 +2,20 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from playstream.cli.common import (Summary, kafka_extra, needs_extra, progress,
                                    reports_errors)
-from playstream.cli.options import bootstrap_option, dlq_topic_option, progress_option
+from playstream.cli.options import dlq_topic_option, kafka_options, progress_option
 from playstream.report.stats import collect, find_sources
 from playstream.topics import DEFAULT_DLQ_TOPIC
 
 MAX_DEAD_LETTERS = 100_000
+
+if TYPE_CHECKING:
+    from playstream.clients.kafka import KafkaConnection
 
 
 @click.command("report")
@@ -20,7 +24,7 @@ MAX_DEAD_LETTERS = 100_000
               help="The HTML page to write (self-contained: figures inlined as PNG).")
 @click.option("--png", "png_dir", type=click.Path(file_okay=False, path_type=Path),
               default=None, help="Also write each figure as <figure>.png into this folder.")
-@bootstrap_option(required=False,
+@kafka_options(required=False,
                   help_text="Kafka bootstrap servers HOST:PORT[,...]: with --dlq-topic, add "
                             "the dead-letter reasons.")
 @dlq_topic_option(None, help_text=f"Dead-letter topic to count the reasons of (e.g. "
@@ -30,7 +34,8 @@ MAX_DEAD_LETTERS = 100_000
               help="Read at most the newest N dead letters of each partition.")
 @progress_option
 @reports_errors
-def report_cmd(source: Path, output: Path, png_dir: Path | None, bootstrap: str | None,
+def report_cmd(source: Path, output: Path, png_dir: Path | None,
+               kafka: KafkaConnection | None,
                dlq_topic: str | None, max_dead_letters: int, show_progress: bool) -> None:
     """Report on SOURCE: a .npz dataset, a dataset folder (its `current` version), a version
     folder, or a finalizer output folder (one dataset folder per configuration).
@@ -40,7 +45,7 @@ def report_cmd(source: Path, output: Path, png_dir: Path | None, bootstrap: str 
     and, with --bootstrap-server and --dlq-topic, the dead-letter reasons. Rows are read in
     batches, so memory stays bounded whatever the dataset's size.
     """
-    if dlq_topic is not None and bootstrap is None:
+    if dlq_topic is not None and kafka is None:
         raise click.UsageError("--dlq-topic needs --bootstrap-server")
     with needs_extra("report", "report", ("matplotlib",)):
         from playstream.report.render import draw_all, page, write_pngs
@@ -48,10 +53,10 @@ def report_cmd(source: Path, output: Path, png_dir: Path | None, bootstrap: str 
     sources = find_sources(source)
     with progress(sources.total_rows(), "rows", "row", enabled=show_progress) as bar:
         stats = collect(sources, on_rows=bar.update)
-    if dlq_topic is not None and bootstrap is not None:
+    if dlq_topic is not None and kafka is not None:
         with kafka_extra("report"):
             from playstream.streams.deadletter_reasons import count_reasons
-        stats.dead_letter_reasons = count_reasons(bootstrap, dlq_topic,
+        stats.dead_letter_reasons = count_reasons(kafka, dlq_topic,
                                                   max_messages=max_dead_letters)
         summary.count("dead_letters", sum(stats.dead_letter_reasons.values()))
     figures = draw_all(stats, dlq_topic)

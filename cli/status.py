@@ -6,19 +6,22 @@ import json
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from playstream.chunks import ChunkStore
 from playstream.cli.common import Duration, kafka_extra, reports_errors
-from playstream.cli.options import (bootstrap_option, chunk_store_option, datasets_option,
+from playstream.cli.options import (chunk_store_option, datasets_option, kafka_options,
                                     dlq_topic_option, processor_group_option,
                                     topic_option)
 from playstream.cli.stream import DEFAULT_CHUNKS_DIR
 from playstream.compaction.inventory import newest_datasets, store_inventory
 from playstream.errors import PlaystreamError
 from playstream.topics import DEFAULT_DLQ_TOPIC, FINALIZER_GROUP
+
+if TYPE_CHECKING:
+    from playstream.clients.kafka import KafkaConnection
 
 
 def _age(seconds: float | None) -> str:
@@ -81,7 +84,7 @@ def _exceeded(report: dict[str, Any], max_lag: int | None,
 
 
 @click.command("status")
-@bootstrap_option(required=True)
+@kafka_options()
 @topic_option
 @dlq_topic_option(DEFAULT_DLQ_TOPIC)
 @processor_group_option
@@ -100,7 +103,8 @@ def _exceeded(report: dict[str, Any], max_lag: int | None,
               help="Exit 1 when a configuration's newest dataset is older than this (or "
                    "missing); needs --output.")
 @reports_errors
-def status_cmd(bootstrap: str, topic: str, dlq_topic: str, group: str, finalizer_group: str,
+def status_cmd(kafka: KafkaConnection, topic: str, dlq_topic: str, group: str,
+               finalizer_group: str,
                chunk_dir: Path, output: Path | None, reasons: int, as_json: bool,
                max_lag: int | None, max_age_s: float | None) -> None:
     """Lag per partition (end offset - sealed-through from the chunk names), the age of the
@@ -116,10 +120,10 @@ def status_cmd(bootstrap: str, topic: str, dlq_topic: str, group: str, finalizer
     keys = [c.config_key for c in inventory.configurations]
     datasets = newest_datasets(output, keys) if output is not None else {}
     now = datetime.now(timezone.utc)
-    with KafkaStatus(bootstrap) as kafka:
-        partitions = kafka.games_partitions(topic, inventory.sealed_through, group)
-        dead = kafka.dead_letters(dlq_topic, reasons)
-        groups = kafka.groups([group, finalizer_group])
+    with KafkaStatus(kafka) as cluster:
+        partitions = cluster.games_partitions(topic, inventory.sealed_through, group)
+        dead = cluster.dead_letters(dlq_topic, reasons)
+        groups = cluster.groups([group, finalizer_group])
     configurations = []
     for c in inventory.configurations:
         entry: dict[str, Any] = asdict(c)

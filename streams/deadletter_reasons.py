@@ -13,6 +13,7 @@ from collections import Counter
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
+from playstream.clients.kafka import KafkaConnection, refuse_bad_credentials
 from playstream.errors import PlaystreamError
 from playstream.producers.kafkaclient import StopIOFirstClient
 from playstream.records import MAX_RECORD_BYTES
@@ -23,11 +24,12 @@ POLL_MS = 500
 MAX_REASON_CHARS = 200
 
 
-def count_reasons(bootstrap: str, topic: str, *, max_messages: int = 100_000,
+def count_reasons(kafka: KafkaConnection, topic: str, *, max_messages: int = 100_000,
                   timeout_s: float = 30.0) -> Counter[str]:
     """Reasons → messages among the newest ``max_messages`` of each partition of ``topic``.
     PlaystreamError when the topic does not exist or is not read to its end in time."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap.split(","), group_id=None,
+    refuse_bad_credentials(kafka)
+    consumer = KafkaConsumer(**kafka.kafka_python_kwargs(), group_id=None,
                              enable_auto_commit=False, client_id="playstream-report",
                              allow_auto_create_topics=False,
                              max_partition_fetch_bytes=MAX_RECORD_BYTES + MAX_HEADER_BYTES * 8,

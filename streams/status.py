@@ -18,6 +18,7 @@ from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaError
 
 from playstream.chunks import topic_stream_id
+from playstream.clients.kafka import KafkaConnection, refuse_bad_credentials
 from playstream.errors import PlaystreamError
 from playstream.topics import MAX_MESSAGE_BYTES
 
@@ -68,20 +69,21 @@ def _fail(what: str, err: KafkaError, **ctx: Any) -> PlaystreamError:
 class KafkaStatus:
     """One read-only look at the cluster; ``close`` releases the clients."""
 
-    def __init__(self, bootstrap: str) -> None:
-        self.bootstrap = bootstrap
+    def __init__(self, kafka: KafkaConnection) -> None:
+        self.bootstrap = kafka.bootstrap
+        refuse_bad_credentials(kafka)
         try:
-            self._consumer = KafkaConsumer(bootstrap_servers=bootstrap.split(","),
+            self._consumer = KafkaConsumer(**kafka.kafka_python_kwargs(),
                                            group_id=None, client_id=CLIENT_ID,
                                            enable_auto_commit=False,
                                            auto_offset_reset="earliest",
                                            max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
                                            bootstrap_timeout_ms=CONNECT_TIMEOUT_MS)
-            self._admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","),
+            self._admin = KafkaAdminClient(**kafka.kafka_python_kwargs(),
                                            client_id=CLIENT_ID,
                                            bootstrap_timeout_ms=CONNECT_TIMEOUT_MS)
         except KafkaError as err:
-            raise _fail("cannot reach Kafka", err, bootstrap=bootstrap) from None
+            raise _fail("cannot reach Kafka", err, bootstrap=kafka.bootstrap) from None
 
     def close(self) -> None:
         self._consumer.close()

@@ -7,6 +7,7 @@ The broker is `secure_kafka` (tests/kafka_security_fixtures.py): SASL_PLAINTEXT 
 PLAIN users), SSL and SASL_SSL listeners with a CA made at test time."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -148,6 +149,11 @@ def test_the_whole_pipeline_on_a_secured_listener(secure_kafka: LocalKafka, tmp_
     assert "datasets=1" in finalized.stdout
     expected = Counter((r.game_id, m) for r in records for m in range(len(r.moves)))
     assert dataset_keys(tmp_path / "datasets") == expected
+    status = run(env, "status", "--json", "--max-lag", "0")  # status on the same listener
+    assert status.returncode == 0, status.stderr
+    partitions = json.loads(status.stdout)["partitions"]
+    assert partitions and all(p["lag"] == 0 for p in partitions)
+    assert sum(p["end_offset"] for p in partitions) == len(records)
 
 
 REFUSALS = {
@@ -159,7 +165,8 @@ REFUSALS = {
 }
 
 
-@pytest.mark.parametrize("command", ["stream", "finalize", "publish", "replay"])
+@pytest.mark.parametrize("command", ["stream", "finalize", "publish", "replay", "status",
+                                     "report"])
 @pytest.mark.parametrize("case", sorted(REFUSALS))
 def test_a_refusal_is_one_clear_line_and_exit_1(secure_kafka: LocalKafka, foreign_ca: Path,
                                                 tmp_path: Path, topic_prefix: str,
@@ -171,9 +178,17 @@ def test_a_refusal_is_one_clear_line_and_exit_1(secure_kafka: LocalKafka, foreig
     env = environment(config_file(tmp_path / "playstream.toml", conn, topic_prefix),
                       spec["password"])
     games_file(tmp_path / "games.jsonl", seed=1, count=2)
+    (tmp_path / "chunks").mkdir()
+    if command == "report":  # a small dataset to report on, then the dead letters it asks for
+        assert run(env, "export", "--jsonl", tmp_path / "games.jsonl", "--board-type",
+                   "square8", "--num-players", "2", "--output", tmp_path / "d.npz",
+                   "--no-progress").returncode == 0
     args = {"stream": ["stream"], "finalize": ["finalize", "--once"],
             "publish": ["publish", "--jsonl", tmp_path / "games.jsonl"],
-            "replay": ["replay", "--output", tmp_path / "replay", "--no-progress"]}[command]
+            "replay": ["replay", "--output", tmp_path / "replay", "--no-progress"],
+            "status": ["status"],
+            "report": ["report", tmp_path / "d.npz", "--output", tmp_path / "r.html",
+                       "--dlq-topic", f"{topic_prefix}.dlq", "--no-progress"]}[command]
     started = time.monotonic()
     proc = run(env, *args, timeout=120)
     elapsed = time.monotonic() - started
