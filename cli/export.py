@@ -13,7 +13,7 @@ from playstream.cli.common import RejectLog, Summary, progress, reports_errors
 from playstream.cli.options import (EncoderChoice, StoreLocation, allow_empty_option,
                                     chunk_rows_option, chunk_store_option, compaction_options,
                                     encoder_options, game_option, progress_option,
-                                    rejects_option, shared_option)
+                                    rejects_option)
 from playstream.compaction.compact import CompactOptions, CompactionResult, compact
 from playstream.dataset.config import encoder_scope
 from playstream.encoders.cache import ExportCache

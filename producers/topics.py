@@ -10,8 +10,7 @@ from typing import TYPE_CHECKING, Mapping
 
 from playstream.clients.kafka import KafkaConnection, kafka_errors, refuse_bad_credentials
 from playstream.errors import PlaystreamError, error_text
-from playstream.topics import (DEFAULT_CHUNKS_TOPIC, DEFAULT_DLQ_TOPIC, DEFAULT_GAMES_TOPIC,
-                               MAX_MESSAGE_BYTES)
+from playstream.topics import MAX_MESSAGE_BYTES
 
 ADMIN_TIMEOUT_MS = 10_000
 

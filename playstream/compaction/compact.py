@@ -144,6 +144,7 @@ class _Chunk:
     sha256: str
     selection: Path  # uint8 code per row (UNUSED/TRAIN/VAL) in the work folder
     skipped: int  # records of the chunk's range skipped when it was written
+    move_digests: dict[str, str]  # game_id -> hex digest of its moves (chunk metadata)
     row_bytes: int = 0  # uncompressed bytes of one row, on average
     usable: int = 0
     used: int = 0
@@ -301,7 +302,9 @@ def _verified_chunks(store: ChunkStore, key: str, work: Path, budget: int
                                       f"the folder of {key}", path=str(path))
         chunks.append(_Chunk(name, path, key, chunk_meta.sealed_at, chunk_meta.origin,
                              int(meta["rows"]), digest,
-                             work / f"{index:08d}.selection.npy", chunk_meta.skipped_count))
+                             work / f"{index:08d}.selection.npy", chunk_meta.skipped_count,
+                             {g: d for g, d in zip(chunk_meta.games, chunk_meta.moves_digests)
+                              if d is not None}))
     if config is None:
         raise ChunkError(f"no valid sealed chunk for configuration {key} "
                          f"({len(quarantined)} quarantined)", config=key)
@@ -373,13 +376,8 @@ def _repeated_moves(chunk: _Chunk, run_ids: np.ndarray, fresh: np.ndarray,
     """True for the fresh runs whose move sequence an older game already had. A chunk
     written before the writer recorded ``moves_digests`` has none, so its games count as
     distinct."""
-    extra = read_metadata(chunk.path).get("extra", {})
-    games, digests = extra.get("games"), extra.get("moves_digests")
+    by_id = chunk.move_digests
     repeated = np.zeros(run_ids.size, bool)
-    if not isinstance(games, list) or not isinstance(digests, list) or len(games) != len(
-            digests):
-        return repeated
-    by_id = {g: d for g, d in zip(games, digests) if isinstance(d, str)}
     known = [i for i in np.flatnonzero(fresh).tolist() if run_ids[i] in by_id]
     if known:
         try:

@@ -139,6 +139,21 @@ def manifest_sidecar(output: Path) -> Path:
     return output.with_name(output.name + ".manifest.json")
 
 
+def staged_file(staging: Path, split: str, shard: int | None, single_file: str | None,
+                output: str) -> Path:
+    """The staged path of one output file, the same for a local and an object-store output:
+    ``single_file`` (the .npz name) holds only an unsharded train split; a dataset directory
+    gets ``<split>.npz`` or ``<split>-<shard>.npz``."""
+    if split not in SPLITS:
+        raise PlaystreamError(f"unknown split {split!r}", field="split")
+    if single_file is not None:
+        if split != "train" or shard is not None:
+            raise PlaystreamError("a single .npz output holds one unsharded train split",
+                                  path=output, field="split")
+        return staging / single_file
+    return staging / (f"{split}.npz" if shard is None else f"{split}-{shard:05d}.npz")
+
+
 class Publication:
     """One attempt to publish at ``output``: the lock, the staging folder, the commit.
 
@@ -210,14 +225,8 @@ class Publication:
 
     def file_path(self, split: str, shard: int | None) -> Path:
         """Where to write one output file inside the staging folder."""
-        if split not in SPLITS:
-            raise PlaystreamError(f"unknown split {split!r}", field="split")
-        if self.single_file:
-            if split != "train" or shard is not None:
-                raise PlaystreamError("a single .npz output holds one unsharded train split",
-                                      path=str(self.output), field="split")
-            return self.staging / self.output.name
-        return self.staging / (f"{split}.npz" if shard is None else f"{split}-{shard:05d}.npz")
+        return staged_file(self.staging, split, shard,
+                           self.output.name if self.single_file else None, str(self.output))
 
     def commit(self, manifest: dict[str, Any]) -> tuple[list[Path], Path]:
         """Make the staged files visible at once; returns (published files, manifest path)."""
@@ -318,14 +327,9 @@ class ObjectPublication:
         shutil.rmtree(self.staging, ignore_errors=True)
 
     def file_path(self, split: str, shard: int | None) -> Path:
-        if split not in SPLITS:
-            raise PlaystreamError(f"unknown split {split!r}", field="split")
-        if self.single_file:
-            if split != "train" or shard is not None:
-                raise PlaystreamError("a single .npz output holds one unsharded train split",
-                                      path=self.output, field="split")
-            return self.staging / self.file_name
-        return self.staging / (f"{split}.npz" if shard is None else f"{split}-{shard:05d}.npz")
+        """Where to write one output file inside the staging folder."""
+        return staged_file(self.staging, split, shard,
+                           self.file_name if self.single_file else None, self.output)
 
     def _fail(self, err: PlaystreamError) -> DatasetError:
         return DatasetError(f"publishing failed: {err.message}", path=self.output,
