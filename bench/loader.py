@@ -1,17 +1,27 @@
-"""Training loader throughput per worker, against reading the same rows as dense float32.
+"""Training loader throughput per worker on packed planes, against the same loader on dense
+planes and against a bare dense read.
 
     python bench/loader.py [--games 6] [--repeats 3] [--batch-size 256] [--workers 1,2]
 
-For square19 and hexagonal (2 players, v2, history 3): plays random games, publishes them as
-a sharded dataset version (chunk store + compaction, as the pipeline does), then times whole
-epochs of `PlaystreamDataset` through a torch DataLoader with 1 and 2 worker processes:
-range reads, unpacking (format 1 stores float32, so a copy out of the file today), the
-shuffle buffer, a random symmetry per row on planes and policy, the dense policy, and the
-hand-over of contiguous tensors. The first epoch warms the page cache and each worker's
-checksum verification and is not timed. Baseline, measured in the same run: ``np.load`` of the
-same rows' features saved as one dense float32 .npy, hot in the page cache (the least a
-trainer reading dense features must do per row). Prints medians over the repeats, rows/s per
-worker, and loader/baseline ratios.
+For square19 and hexagonal (2 players, v2, history 3): plays random games, seals them as
+chunks and compacts the same chunks twice (as the pipeline does), once with packed planes
+(format 3, the default) and once with ``--features dense`` (one float32 ``features`` array),
+so both datasets hold the same rows. Then it times whole epochs of `PlaystreamDataset`
+through a torch DataLoader with 1 and 2 persistent worker processes: range reads, unpacking
+(packed) or a copy out of the mapped file (dense), the shuffle buffer, a random symmetry per
+row on planes and policy, the dense policy, and the hand-over of contiguous tensors. The
+first epoch warms the page cache and each worker's checksum verification and is not timed.
+
+Baselines, measured in the same run:
+
+* the fair one, the same pipeline (DataLoader, shuffle, augmentation, collation, worker
+  count) over the dense dataset: "packed / dense loader" is whether the compact format slows
+  training;
+* the floor, ``np.load`` of the same rows' features saved as one dense float32 .npy, hot in
+  the page cache (the least a trainer reading dense features must do per row, no
+  augmentation, no batches, no processes).
+
+Prints medians over the repeats, rows/s (and per worker) and both ratios.
 """
 from __future__ import annotations
 
@@ -28,14 +38,17 @@ from playstream.chunks import ChunkStore, ChunkWriter
 from playstream.compaction import CompactOptions, compact
 from playstream.dataset import load_npz_dataset
 from playstream.dataset.config import encoder_scope
+from playstream.dataset.schema import DENSE_FORMAT_VERSION, FORMAT_VERSION
 from playstream.incremental import IncrementalExporter
 from playstream.selfplay import generate_records
 from playstream.training import PlaystreamDataset, resolve
 
 BOARDS = ("square19", "hexagonal")
+FORMATS = {"packed": FORMAT_VERSION, "dense": DENSE_FORMAT_VERSION}
 
 
-def build(board: str, games: int, folder: Path) -> Path:
+def build(board: str, games: int, folder: Path) -> dict[str, Path]:
+    """The same sealed chunks compacted once per feature format."""
     store = ChunkStore(folder / "chunks")
     writer = ChunkWriter(store, "file-bench+0", encoder_scope("v2", 3))
     exporter = IncrementalExporter(writer, feature_version="v2", history_length=3)
@@ -45,8 +58,12 @@ def build(board: str, games: int, folder: Path) -> Path:
         exporter.add_game(writer.next_position + i, record.model_dump(mode="json"))
     exporter.finalize()
     writer.close()
-    compact(store, None, folder / "out", CompactOptions(shard_rows=2048))
-    return folder / "out"
+    outputs = {}
+    for name, version in FORMATS.items():
+        compact(store, None, folder / name,
+                CompactOptions(shard_rows=2048, format_version=version))
+        outputs[name] = folder / name
+    return outputs
 
 
 def epoch_seconds(ds: PlaystreamDataset, workers: int, repeats: int) -> list[float]:
@@ -62,6 +79,23 @@ def epoch_seconds(ds: PlaystreamDataset, workers: int, repeats: int) -> list[flo
     return times
 
 
+def loader_rate(source: Path, workers: int, args: argparse.Namespace) -> float:
+    ds = PlaystreamDataset(source, batch_size=args.batch_size, augment=True,
+                           shuffle_buffer=4096)
+    return ds.stream.snapshot.rows / statistics.median(epoch_seconds(ds, workers,
+                                                                     args.repeats))
+
+
+def load_rate(dense: Path, repeats: int) -> float:
+    np.load(dense)  # into the page cache
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        rows = len(np.load(dense))
+        times.append(time.perf_counter() - t0)
+    return rows / statistics.median(times)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--games", type=int, default=6)
@@ -70,30 +104,26 @@ def main() -> None:
     ap.add_argument("--workers", default="1,2")
     args = ap.parse_args()
     worker_counts = [int(w) for w in args.workers.split(",")]
-    print(f"{'board':10} {'rows':>6} {'MB':>6} {'dense np.load rows/s':>21} "
-          + " ".join(f"{f'{w}w rows/s':>11} {f'{w}w /worker':>11} {f'{w}w ratio':>9}"
-                     for w in worker_counts))
+    print(f"{'board':10} {'rows':>6} {'MB':>5} {'np.load':>9} " + " ".join(
+        f"{f'{w}w dense':>9} {f'{w}w packed':>10} {'/worker':>8} {'/dense':>6} {'/np.load':>8}"
+        for w in worker_counts))
     for board in BOARDS:
         with tempfile.TemporaryDirectory() as tmp:
-            out = build(board, args.games, Path(tmp))
-            snapshot = resolve(out)
+            outputs = build(board, args.games, Path(tmp))
+            snapshots = {name: resolve(out) for name, out in outputs.items()}
+            rows = snapshots["packed"].rows
+            assert snapshots["dense"].rows == rows
             dense = Path(tmp) / "features.npy"
-            np.save(dense, np.concatenate([load_npz_dataset(f.path).rows.features
-                                           for f in snapshot.files]))
-            np.load(dense)  # into the page cache
-            base = []
-            for _ in range(args.repeats):
-                t0 = time.perf_counter()
-                features = np.load(dense)
-                base.append(time.perf_counter() - t0)
-            rows = snapshot.rows
-            base_rate = rows / statistics.median(base)
-            cells = [f"{board:10} {rows:6d} {features.nbytes / 1e6:6.0f} {base_rate:21,.0f}"]
+            features = np.concatenate([load_npz_dataset(f.path).rows.features
+                                       for f in snapshots["dense"].files])
+            np.save(dense, features)
+            floor = load_rate(dense, args.repeats)
+            cells = [f"{board:10} {rows:6d} {features.nbytes / 1e6:5.0f} {floor:9,.0f}"]
             for workers in worker_counts:
-                ds = PlaystreamDataset(out, batch_size=args.batch_size, augment=True,
-                                       shuffle_buffer=4096)
-                rate = rows / statistics.median(epoch_seconds(ds, workers, args.repeats))
-                cells.append(f"{rate:11,.0f} {rate / workers:11,.0f} {rate / base_rate:9.2f}")
+                base = loader_rate(outputs["dense"], workers, args)
+                rate = loader_rate(outputs["packed"], workers, args)
+                cells.append(f"{base:9,.0f} {rate:10,.0f} {rate / workers:8,.0f} "
+                             f"{rate / base:6.2f} {rate / floor:8.2f}")
             print(" ".join(cells), flush=True)
 
 
