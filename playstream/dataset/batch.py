@@ -114,13 +114,24 @@ class RowBatch:
         return RowBatch(policy_indptr=indptr, policy_indices=self.policy_indices[gather],
                         policy_values=self.policy_values[gather], **picked)
 
-    def dense_policy(self, policy_size: int) -> np.ndarray:
-        """float32 [N, policy_size]; indices are unique within a row by the format."""
+    def dense_policy(self, policy_size: int, *, out: np.ndarray | None = None,
+                     moved: np.ndarray | None = None,
+                     transforms: np.ndarray | None = None) -> np.ndarray:
+        """float32 [N, policy_size]; indices are unique within a row by the format. With
+        ``moved`` (int [K, policy_size]: the action transform k moves each action to) and
+        ``transforms`` (the transform of each row), every entry lands on its moved action:
+        the augmented target in the same single scatter. ``out``: the buffer to zero and
+        fill (default a new array)."""
         if self.nnz and (self.policy_indices.min() < 0
                          or self.policy_indices.max() >= policy_size):
             raise DatasetError(f"indices outside 0..{policy_size - 1}", array="policy_indices",
                                check="policy")
-        out = np.zeros((len(self), policy_size), np.float32)
+        if out is None:
+            out = np.zeros((len(self), policy_size), np.float32)
+        else:
+            out.fill(0)
         rows = np.repeat(np.arange(len(self)), np.diff(self.policy_indptr))
-        out[rows, self.policy_indices] = self.policy_values
+        columns = (self.policy_indices if moved is None or transforms is None
+                   else moved[transforms[rows], self.policy_indices])
+        out[rows, columns] = self.policy_values
         return out

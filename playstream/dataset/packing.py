@@ -9,6 +9,7 @@ reader rebuilds exactly the dense float32 planes that were written.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Mapping
 
 import numpy as np
@@ -76,20 +77,82 @@ class FeatureStorage:
     def constant_of(self, first_row: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(first_row[list(self.constant)], dtype=np.float32)
 
+    @classmethod
+    def dense(cls, num_channels: int) -> FeatureStorage:
+        """Formats 1 and 2 seen through the same codec: every channel a float channel, so
+        dense and packed files share one gather (`gather`)."""
+        return cls(bits=(), floats=tuple(range(num_channels)), constant=())
+
     def unpack(self, bits: np.ndarray, floats: np.ndarray, constant: np.ndarray,
                height: int, width: int) -> np.ndarray:
         """Dense float32 [N, C, H, W]: one vectorised pass per kind, no loop over rows."""
-        n = bits.shape[0]
+        n = floats.shape[0]
         channels = len(self.bits) + len(self.floats) + len(self.constant)
         out = np.empty((n, channels, height, width), np.float32)
-        if self.bits:
-            cells = np.unpackbits(bits, axis=-1, count=height * width, bitorder="little")
-            out[:, list(self.bits)] = cells.reshape(n, len(self.bits), height, width)
-        if self.floats:
-            out[:, list(self.floats)] = floats
-        if self.constant:
-            out[:, list(self.constant)] = constant[None]
+        self.gather(out.reshape(n, channels, height * width), bits, floats, constant)
         return out
+
+    def gather(self, out: np.ndarray, bits: np.ndarray | None, floats: np.ndarray,
+               constant: np.ndarray | None, rows: np.ndarray | None = None,
+               cells: np.ndarray | None = None, channels: np.ndarray | None = None) -> None:
+        """Write ``out[i, c, j] = plane[rows[i], channels[c], cells[j]]`` into ``out``
+        (float32 [n, C, H*W], e.g. a slice of the training batch), from the stored members
+        of all rows of a range (views of the mapped file). ``rows`` None: every row in order;
+        ``cells``/``channels`` None: unpermuted.
+
+        The loader's whole feature path is this one call per (range, transform) group of a
+        batch: only the chosen rows' stored bytes are read, bits are expanded as uint8 (a
+        quarter of the float32 traffic), cells and channels are moved in one ``take`` over
+        the flattened (channel, cell) axis, and the cast to float32 writes straight into the
+        batch, so every output byte is written once."""
+        n, num_channels, num_cells = out.shape
+        source = np.arange(num_channels) if channels is None else channels
+        kind, position = self._layout
+        for k, stored in enumerate((bits, floats, constant)):
+            targets = np.flatnonzero(kind[source] == k)
+            if targets.size == 0:
+                continue
+            assert stored is not None
+            if k == 2:  # constant: [Cc, H*W], the same for every row
+                planes = stored.reshape(1, -1, num_cells)
+            else:
+                picked = stored if rows is None else stored[rows]
+                planes = (np.unpackbits(picked, axis=-1, count=num_cells, bitorder="little")
+                          if k == 0 else picked.reshape(n, -1, num_cells))
+            _move(out, targets, planes, position[source[targets]], cells)
+
+    @cached_property
+    def _layout(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per channel of the file: its kind (0 bits, 1 float, 2 constant) and its index
+        in that kind's stored array."""
+        num_channels = len(self.bits) + len(self.floats) + len(self.constant)
+        kind = np.empty(num_channels, np.int64)
+        position = np.empty(num_channels, np.int64)
+        for k, stored in enumerate((self.bits, self.floats, self.constant)):
+            kind[list(stored)] = k
+            position[list(stored)] = np.arange(len(stored))
+        return kind, position
+
+
+def _move(out: np.ndarray, targets: np.ndarray, planes: np.ndarray, positions: np.ndarray,
+          cells: np.ndarray | None) -> None:
+    """``out[:, targets] = planes[:, positions][..., cells]`` in as few passes as the layout
+    allows (``planes`` may have one row, broadcast to all)."""
+    m, stored, num_cells = planes.shape
+    whole = targets.size == out.shape[1] and planes.dtype == out.dtype and m == out.shape[0]
+    if cells is not None:
+        index = (positions[:, None] * num_cells + cells[None]).ravel()
+        flat = planes.reshape(m, stored * num_cells)
+        if whole:  # straight into the batch (mode="wrap": "raise" buffers ``out``)
+            np.take(flat, index, axis=1, out=out.reshape(m, -1), mode="wrap")
+            return
+        planes = np.take(flat, index, axis=1, mode="wrap").reshape(m, targets.size, num_cells)
+    elif positions.size != stored or (positions != np.arange(stored)).any():
+        planes = np.take(planes, positions, axis=1, mode="wrap")
+    if targets[-1] - targets[0] + 1 == targets.size:  # a run of channels: a slice, no scatter
+        out[:, targets[0]:targets[-1] + 1] = planes
+    else:
+        out[:, targets] = planes
 
 
 class ChannelObserver:

@@ -9,6 +9,7 @@ with a DatasetError naming the array and row, never with a numpy error.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,35 @@ from playstream.dataset.batch import RowBatch
 from playstream.dataset.checks import csr_problem
 from playstream.dataset.config import DatasetConfig
 from playstream.dataset.layout import open_layout
+from playstream.dataset.packing import FeatureStorage
 from playstream.dataset.rowblocks import verify_checksums
 from playstream.dataset.schema import (DENSE_POLICY, FEATURE_BITS, FEATURE_CONSTANT,
                                        FEATURE_FLOATS, PER_ROW_ARRAYS)
 from playstream.errors import DatasetError
+
+
+@dataclass(frozen=True, eq=False)
+class RowRange:
+    """Rows of one range as the file stores them: ``columns`` holds `RowBatch`'s arrays but
+    the features (per-row ones are read-only views of the mapped file, the CSR policy a small
+    copy), and the planes stay encoded until `gather_features` writes the rows a batch needs
+    straight into the batch: a range held while its rows are dealt to batches costs no
+    memory, and no byte of it is unpacked twice."""
+
+    columns: dict[str, np.ndarray]
+    storage: FeatureStorage
+    planes: tuple[np.ndarray | None, np.ndarray, np.ndarray | None]  # bits, floats, constant
+    plane_shape: tuple[int, int, int]  # C, H, W of the dense planes
+
+    def __len__(self) -> int:
+        return int(self.columns["values"].shape[0])
+
+    def gather_features(self, out: np.ndarray, rows: np.ndarray | None = None,
+                        cells: np.ndarray | None = None,
+                        channels: np.ndarray | None = None) -> None:
+        """``out[i, c, j] = planes[rows[i], channels[c], cells[j]]``, see
+        `FeatureStorage.gather`."""
+        self.storage.gather(out, *self.planes, rows, cells, channels)
 
 
 class RowReader:
@@ -37,8 +63,12 @@ class RowReader:
             if verify:
                 verify_checksums(self._layout)
             archive, members = self._layout.archive, self._layout.members
-            self._maps = {name: archive.memmap(members[name])
+            # Plain ndarray views of the maps: slicing an np.memmap subclass costs more than
+            # the small columns it slices.
+            self._maps = {name: archive.memmap(members[name]).view(np.ndarray)
                           for name in self._layout.arrays if name != DENSE_POLICY}
+            self._storage = (self._layout.storage
+                             or FeatureStorage.dense(len(self._layout.config.channels)))
         except BaseException:
             self._layout.close()
             raise
@@ -61,8 +91,14 @@ class RowReader:
 
     def read(self, start: int, stop: int) -> RowBatch:
         """Rows ``start`` .. ``stop - 1``. The per-row arrays are read-only views of the
-        mapped file (a reader that gathers rows into a batch copies each byte once, straight
-        from the page cache); the CSR arrays are small and copied."""
+        mapped file, the features too in dense formats (format 3 unpacks the range); the CSR
+        arrays are small and copied."""
+        part = self.read_range(start, stop)
+        return RowBatch(features=self._features(start, stop), **part.columns)
+
+    def read_range(self, start: int, stop: int) -> RowRange:
+        """Rows ``start`` .. ``stop - 1`` with their planes still as stored, for a reader
+        that copies only some of them into a batch (`RowRange.gather_features`)."""
         if not 0 <= start <= stop <= self.rows:
             raise DatasetError(f"row range {start}..{stop} is not inside 0..{self.rows}",
                                path=self.path, check="arguments")
@@ -75,22 +111,19 @@ class RowReader:
         if problem is not None:
             raise problem
         first, last = int(indptr[0]), int(indptr[-1])
-        return RowBatch(policy_indptr=indptr - first,
-                        policy_indices=np.array(self._maps["policy_indices"][first:last]),
-                        policy_values=np.array(self._maps["policy_values"][first:last]),
-                        features=self._features(start, stop),
-                        **{name: self._maps[name][start:stop] for name in PER_ROW_ARRAYS
-                           if name != "features"})
-
-    def _features(self, start: int, stop: int) -> np.ndarray:
-        """A view of the mapped planes (dense formats), or the range unpacked from its bits
-        (format 3: the only bytes read are the range's packed planes)."""
-        storage, config = self._layout.storage, self.config
-        if storage is None:
-            return self._maps["features"][start:stop]
-        return storage.unpack(self._maps[FEATURE_BITS][start:stop],
-                              self._maps[FEATURE_FLOATS][start:stop],
-                              self._maps[FEATURE_CONSTANT], config.height, config.width)
+        columns = {name: self._maps[name][start:stop] for name in PER_ROW_ARRAYS
+                   if name != "features"}
+        columns.update(policy_indptr=indptr - first,
+                       policy_indices=np.array(self._maps["policy_indices"][first:last]),
+                       policy_values=np.array(self._maps["policy_values"][first:last]))
+        if self._layout.storage is None:
+            planes = (None, self._maps["features"][start:stop], None)
+        else:
+            planes = (self._maps[FEATURE_BITS][start:stop],
+                      self._maps[FEATURE_FLOATS][start:stop], self._maps[FEATURE_CONSTANT])
+        config = self.config
+        return RowRange(columns, self._storage, planes,
+                        (len(config.channels), config.height, config.width))
 
     def close(self) -> None:
         self._maps.clear()

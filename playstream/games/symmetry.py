@@ -7,6 +7,7 @@ chess move). Permutations are gathers, so applying one is a single vectorised ``
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -46,6 +47,12 @@ class Symmetries:
     @property
     def size(self) -> int:
         return len(self.names)
+
+    @cached_property
+    def moved_actions(self) -> np.ndarray:
+        """int64 [K, num_actions]: where transform k moves old action j, ``actions``
+        inverted (a policy entry is moved by scattering it, not gathered)."""
+        return np.argsort(self.actions, axis=1)
 
     @staticmethod
     def identity(num_cells: int, num_actions: int) -> Symmetries:

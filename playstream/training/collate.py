@@ -1,76 +1,84 @@
 """From rows held by range to one contiguous training batch: gather, augment, densify.
 
 Everything here is whole-array numpy: a batch costs one fancy-index copy per array and per
-range it draws from, never a Python loop over rows or cells.
+(range, transform) group it draws from, never a Python loop over rows or cells.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from playstream.dataset import RowBatch
+from playstream.dataset import RowBatch, RowRange
 from playstream.dataset.schema import PER_ROW_ARRAYS
 from playstream.games.symmetry import Symmetries
 
+Allocate = Callable[[tuple[int, ...], np.dtype[Any]], np.ndarray]
 
-def gather(parts: Sequence[tuple[RowBatch, np.ndarray]], chosen: np.ndarray | None = None,
-           symmetries: Symmetries | None = None) -> tuple[RowBatch, np.ndarray | None]:
-    """One batch from ``parts`` (rows, local indices); with ``chosen`` (the transform of each
-    of those rows, in the order of the parts) the planes are transformed on the way.
+
+def gather(parts: Sequence[tuple[RowRange, np.ndarray]], chosen: np.ndarray | None = None,
+           symmetries: Symmetries | None = None, allocate: Allocate = np.empty
+           ) -> tuple[RowBatch, np.ndarray | None]:
+    """One batch from ``parts`` (a range, local row indices); with ``chosen`` (the transform
+    of each of those rows, in the order of the parts) the planes are transformed on the way.
 
     Rows are grouped by (part, transform), so every group is one contiguous slice of the
-    output: its rows are copied once from the (mapped) file and its cells permuted once
-    with ``np.take`` straight into the batch. The order within the batch is therefore by
-    group (a batch is a set of rows: its composition is the plan's). Returns the batch and
-    the transform of each of its rows (None without ``chosen``)."""
-    groups: list[tuple[RowBatch, np.ndarray, int]] = []
+    output: its planes are unpacked from the (mapped) file, moved and written straight into
+    that slice in one pass (`RowRange.gather_features`). The order within the batch is
+    therefore by group (a batch is a set of rows: its composition is the plan's). The
+    batch's numeric per-row arrays come from ``allocate(shape, dtype)`` (the torch layer
+    hands out shared memory, so the DataLoader does not copy them again). Returns the batch
+    and the transform of each of its rows (None without ``chosen``)."""
+    groups: list[tuple[RowRange, np.ndarray, np.ndarray, int]] = []
     offset = 0
     for rows, local in parts:
+        lengths = np.diff(rows.columns["policy_indptr"])
         if chosen is None:
-            groups.append((rows, local, 0))
+            groups.append((rows, local, lengths, 0))
         else:
             mine = chosen[offset:offset + local.size]
-            groups += [(rows, local[mine == k], k) for k in np.unique(mine).tolist()]
+            groups += [(rows, local[mine == k], lengths, k) for k in np.unique(mine).tolist()]
         offset += local.size
     size = offset
-    first = parts[0][0]
-    out = {name: np.empty((size,) + getattr(first, name).shape[1:],
-                          dtype=max((getattr(p, name).dtype for p, _ in parts),
-                                    key=lambda d: d.itemsize))
-           for name in PER_ROW_ARRAYS}
-    flat = out["features"].reshape(size, out["features"].shape[1], -1)
-    lengths = np.zeros(size, dtype=np.int64)
+    channels, height, width = parts[0][0].plane_shape
+    features = allocate((size, channels, height, width), np.dtype(np.float32))
+    flat = features.reshape(size, channels, height * width)
+    out = {}
+    for name in PER_ROW_ARRAYS[1:]:
+        dtype = max((p.columns[name].dtype for p, _ in parts), key=lambda d: d.itemsize)
+        shape = (size,) + parts[0][0].columns[name].shape[1:]
+        out[name] = np.empty(shape, dtype) if dtype.kind == "U" else allocate(shape, dtype)
+    counts = np.zeros(size, dtype=np.int64)
     transforms = np.zeros(size, dtype=np.int64)
     begin = 0
-    for rows, local, k in groups:
+    for rows, local, lengths, k in groups:
         end = begin + local.size
-        for name in PER_ROW_ARRAYS:
-            if name != "features" or k == 0:
-                out[name][begin:end] = getattr(rows, name)[local]
+        for name, array in out.items():
+            array[begin:end] = rows.columns[name][local]
+        cells = moved = None
         if k != 0:
             assert symmetries is not None
-            picked = rows.features[local].reshape(local.size, flat.shape[1], -1)
-            if symmetries.channels is not None:
-                picked = np.take(picked, symmetries.channels[k], axis=1)
-            np.take(picked, symmetries.cells[k], axis=2, out=flat[begin:end])
-        lengths[begin:end] = np.diff(rows.policy_indptr)[local]
+            cells = symmetries.cells[k]
+            moved = None if symmetries.channels is None else symmetries.channels[k]
+        rows.gather_features(flat[begin:end], local, cells, moved)
+        counts[begin:end] = lengths[local]
         transforms[begin:end] = k
         begin = end
     indptr = np.zeros(size + 1, dtype=np.int64)
-    np.cumsum(lengths, out=indptr[1:])
+    np.cumsum(counts, out=indptr[1:])
     indices = np.empty(int(indptr[-1]), dtype=np.int32)
     values = np.empty(int(indptr[-1]), dtype=np.float32)
     begin = 0
-    for rows, local, _ in groups:
-        n = np.diff(rows.policy_indptr)[local]
+    for rows, local, lengths, _ in groups:
+        n = lengths[local]
         offset_in_row = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
-        source = np.repeat(rows.policy_indptr[local], n) + offset_in_row
+        source = np.repeat(rows.columns["policy_indptr"][local], n) + offset_in_row
         target = np.repeat(indptr[begin:begin + local.size], n) + offset_in_row
-        indices[target] = rows.policy_indices[source]
-        values[target] = rows.policy_values[source]
+        indices[target] = rows.columns["policy_indices"][source]
+        values[target] = rows.columns["policy_values"][source]
         begin += local.size
-    batch = RowBatch(policy_indptr=indptr, policy_indices=indices, policy_values=values, **out)
+    batch = RowBatch(features=features, policy_indptr=indptr, policy_indices=indices,
+                     policy_values=values, **out)
     return batch, (None if chosen is None else transforms)
 
 
@@ -104,8 +112,7 @@ def augment_sparse_policy(indptr: np.ndarray, indices: np.ndarray, values: np.nd
                           ) -> tuple[np.ndarray, np.ndarray]:
     """The CSR entries moved to their new actions and re-sorted within each row: the entry
     of old action j goes to the new action a with ``actions[k, a] == j``."""
-    inverse = np.argsort(symmetries.actions, axis=1)  # [K, A]: old action -> new action
     row = np.repeat(np.arange(indptr.size - 1), np.diff(indptr))
-    moved = inverse[chosen[row], indices]
+    moved = symmetries.moved_actions[chosen[row], indices]
     order = np.lexsort((moved, row))
     return moved[order].astype(np.int32), values[order]

@@ -23,11 +23,11 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from playstream.dataset import RowBatch, RowReader, open_rows
+from playstream.dataset import RowBatch, RowRange, RowReader, open_rows
 from playstream.errors import LoaderError
 from playstream.games import get_game
 from playstream.games.symmetry import Symmetries
-from playstream.training.collate import augment_dense_policy, augment_sparse_policy, gather
+from playstream.training.collate import Allocate, augment_sparse_policy, gather
 from playstream.training.plan import batch_plan, epoch_rng, shard_ranges
 from playstream.training.sources import Snapshot, check_file, is_followable, resolve
 
@@ -259,9 +259,11 @@ class TrainingStream:
         """The whole rank's share in this process (no worker split)."""
         return self.iterate(0, 1)
 
-    def iterate(self, worker: int, num_workers: int) -> Iterator[Batch]:
+    def iterate(self, worker: int, num_workers: int, allocate: Allocate = np.empty
+                ) -> Iterator[Batch]:
         """The batches of worker ``worker`` of ``num_workers`` of this rank, for the epoch
-        the main process set."""
+        the main process set. The batch's big numeric arrays come from ``allocate(shape,
+        dtype)`` (the torch layer passes shared memory in DataLoader workers)."""
         plan = self._control.read()
         num_shards = self.world_size * num_workers
         shard = self.rank * num_workers + worker
@@ -274,10 +276,10 @@ class TrainingStream:
                     f"workers) and this run has {num_shards}: use the same num_workers to "
                     f"resume mid-epoch")
             skip = int(resume["consumed"].get(str(shard), 0))
-        return self._batches(plan, shard, num_shards, skip)
+        return self._batches(plan, shard, num_shards, skip, allocate)
 
     def _batches(self, plan: dict[str, Any], shard: int, num_shards: int,
-                 skip: int) -> Iterator[Batch]:
+                 skip: int, allocate: Allocate) -> Iterator[Batch]:
         options = self.options
         epoch = int(plan["epoch"])
         snapshot = Snapshot.from_json(plan["snapshot"])
@@ -288,7 +290,7 @@ class TrainingStream:
                               shuffle=options.shuffle)
         shuffle = epoch_rng(options.seed, epoch, 1, shard) if options.shuffle else None
         symmetries = self._symmetries(snapshot) if options.augment else None
-        loaded: dict[int, RowBatch] = {}
+        loaded: dict[int, RowRange] = {}
         left = np.diff(ranges.base)  # rows of each range not yet in a batch
         for index, ids in enumerate(batch_plan(ranges, options.batch_size,
                                                options.shuffle_buffer, shuffle,
@@ -304,39 +306,41 @@ class TrainingStream:
                 if r not in loaded:
                     reader = self._readers.get(snapshot, int(ranges.file[r]))
                     start = int(ranges.start[r])
-                    loaded[r] = reader.read(start, start + int(ranges.base[r + 1]
-                                                               - ranges.base[r]))
+                    loaded[r] = reader.read_range(start, start + int(ranges.base[r + 1]
+                                                                     - ranges.base[r]))
                 mine = ids[where == r] - ranges.base[r]
                 parts.append((loaded[r], mine))
             chosen = None
             if symmetries is not None and symmetries.size > 1:
                 draw = epoch_rng(options.seed, epoch, 2, shard, index)  # same on resume
                 chosen = draw.integers(symmetries.size, size=ids.size)
-            rows, transforms = gather(parts, chosen, symmetries)
+            rows, transforms = gather(parts, chosen, symmetries, allocate)
             for r, (_, mine) in zip(used.tolist(), parts):
                 left[r] -= mine.size
                 if left[r] == 0:
                     del loaded[r]
             yield self._collate(rows, snapshot, symmetries, transforms,
-                                np.array([epoch, shard, index, num_shards], dtype=np.int64))
+                                np.array([epoch, shard, index, num_shards], dtype=np.int64),
+                                allocate)
 
     def _symmetries(self, snapshot: Snapshot) -> Symmetries:
         config = snapshot.config
         return get_game(config.game).symmetries(config.board_type)
 
     def _collate(self, rows: RowBatch, snapshot: Snapshot, symmetries: Symmetries | None,
-                 transforms: np.ndarray | None, cursor: np.ndarray) -> Batch:
+                 transforms: np.ndarray | None, cursor: np.ndarray,
+                 allocate: Allocate) -> Batch:
         """The batch dict; the planes are already transformed (`gather`), the policy target
         is moved here with the same transform of each row."""
         indices, values = rows.policy_indices, rows.policy_values
         batch: Batch = {"features": rows.features, "globals": rows.globals,
                         "values": rows.values, "values_mp": rows.values_mp, "cursor": cursor}
         if self.options.dense_policy:
-            policy = rows.dense_policy(snapshot.config.policy_size)
-            if transforms is not None:
-                assert symmetries is not None
-                policy = augment_dense_policy(policy, symmetries, transforms)
-            batch["policy"] = policy
+            size = snapshot.config.policy_size
+            batch["policy"] = rows.dense_policy(
+                size, out=allocate((len(rows), size), np.dtype(np.float32)),
+                moved=None if symmetries is None else symmetries.moved_actions,
+                transforms=transforms)
         else:
             if transforms is not None:
                 assert symmetries is not None

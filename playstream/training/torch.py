@@ -20,6 +20,38 @@ from torch.utils.data import IterableDataset, get_worker_info
 from playstream.training.loader import StreamOptions, TrainingStream
 
 
+class _SharedArrays:
+    """The allocator a DataLoader worker gives the stream: numpy arrays over tensors that
+    live in torch shared memory from the start, as ``default_collate`` builds its batches.
+    Sending such a tensor to the main process passes its file descriptor; any other tensor
+    is first copied into new shared memory, a second copy of every batch."""
+
+    def __init__(self) -> None:
+        self._tensors: dict[int, torch.Tensor] = {}
+
+    def __call__(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray:
+        dtype = np.dtype(dtype)
+        nbytes = int(np.prod(shape)) * dtype.itemsize
+        if nbytes == 0:
+            return np.empty(shape, dtype)
+        tensor = torch.from_numpy(np.empty(0, dtype)).set_(
+            torch.UntypedStorage._new_shared(nbytes)).view(shape)
+        array = tensor.numpy()
+        self._tensors[array.ctypes.data] = tensor
+        return array
+
+    def tensor(self, array: np.ndarray) -> torch.Tensor:
+        """The shared tensor under ``array`` if this allocator made it, else a view."""
+        tensor = self._tensors.get(array.ctypes.data)
+        if tensor is not None and tuple(tensor.shape) == array.shape:
+            return tensor
+        return torch.from_numpy(array)
+
+    def clear(self) -> None:
+        """Forget the batch handed over (the DataLoader owns it now)."""
+        self._tensors.clear()
+
+
 def _rank0_snapshot(snapshot: dict[str, Any]) -> dict[str, Any]:
     """Every rank reads the version rank 0 resolved, so a version published between two
     ranks' looks cannot split an epoch between versions."""
@@ -60,11 +92,16 @@ class PlaystreamDataset(IterableDataset):  # type: ignore[type-arg]
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
-        batches = (self.stream.iterate(info.id, info.num_workers) if info is not None
-                   else self.stream.iterate(0, 1))
-        for batch in batches:
-            yield {name: value if value.dtype.kind == "U" else torch.from_numpy(value)
+        if info is None:  # the main process: nothing to hand over, plain numpy memory
+            for batch in self.stream.iterate(0, 1):
+                yield {name: value if value.dtype.kind == "U" else torch.from_numpy(value)
+                       for name, value in batch.items()}
+            return
+        shared = _SharedArrays()
+        for batch in self.stream.iterate(info.id, info.num_workers, shared):
+            yield {name: value if value.dtype.kind == "U" else shared.tensor(value)
                    for name, value in batch.items()}
+            shared.clear()
 
     def set_epoch(self, epoch: int) -> None:
         self.stream.set_epoch(epoch)
