@@ -10,7 +10,8 @@ so both datasets hold the same rows. Then it times whole epochs of `PlaystreamDa
 through a torch DataLoader with 1 and 2 persistent worker processes: range reads, unpacking
 (packed) or a copy out of the mapped file (dense), the shuffle buffer, a random symmetry per
 row on planes and policy, the dense policy, and the hand-over of contiguous tensors. The
-first epoch warms the page cache and each worker's checksum verification and is not timed.
+first epoch warms the page cache and each worker's checksum verification and is not timed;
+the epochs of the two datasets alternate, so a change of load falls on both.
 
 Baselines, measured in the same run:
 
@@ -66,24 +67,26 @@ def build(board: str, games: int, folder: Path) -> dict[str, Path]:
     return outputs
 
 
-def epoch_seconds(ds: PlaystreamDataset, workers: int, repeats: int) -> list[float]:
-    loader = DataLoader(ds, batch_size=None, num_workers=workers, persistent_workers=True)
-    times = []
-    for epoch in range(repeats + 1):
-        ds.set_epoch(epoch)
-        t0 = time.perf_counter()
-        rows = sum(len(batch["values"]) for batch in loader)
-        if epoch:
-            times.append(time.perf_counter() - t0)
-    assert rows == ds.stream.snapshot.rows
-    return times
-
-
-def loader_rate(source: Path, workers: int, args: argparse.Namespace) -> float:
-    ds = PlaystreamDataset(source, batch_size=args.batch_size, augment=True,
-                           shuffle_buffer=4096)
-    return ds.stream.snapshot.rows / statistics.median(epoch_seconds(ds, workers,
-                                                                     args.repeats))
+def loader_rates(sources: dict[str, Path], workers: int, args: argparse.Namespace
+                 ) -> dict[str, float]:
+    """rows/s of each source, epochs of the sources interleaved (a change of the machine's
+    load in the middle of a run falls on both)."""
+    datasets = {name: PlaystreamDataset(source, batch_size=args.batch_size, augment=True,
+                                        shuffle_buffer=4096)
+                for name, source in sources.items()}
+    loaders = {name: DataLoader(ds, batch_size=None, num_workers=workers,
+                                persistent_workers=True) for name, ds in datasets.items()}
+    times: dict[str, list[float]] = {name: [] for name in sources}
+    for epoch in range(args.repeats + 1):
+        for name, loader in loaders.items():
+            datasets[name].set_epoch(epoch)
+            t0 = time.perf_counter()
+            rows = sum(len(batch["values"]) for batch in loader)
+            if epoch:
+                times[name].append(time.perf_counter() - t0)
+            assert rows == datasets[name].stream.snapshot.rows
+    return {name: datasets[name].stream.snapshot.rows / statistics.median(times[name])
+            for name in sources}
 
 
 def load_rate(dense: Path, repeats: int) -> float:
@@ -120,8 +123,8 @@ def main() -> None:
             floor = load_rate(dense, args.repeats)
             cells = [f"{board:10} {rows:6d} {features.nbytes / 1e6:5.0f} {floor:9,.0f}"]
             for workers in worker_counts:
-                base = loader_rate(outputs["dense"], workers, args)
-                rate = loader_rate(outputs["packed"], workers, args)
+                rates = loader_rates(outputs, workers, args)
+                base, rate = rates["dense"], rates["packed"]
                 cells.append(f"{base:9,.0f} {rate:10,.0f} {rate / workers:8,.0f} "
                              f"{rate / base:6.2f} {rate / floor:8.2f}")
             print(" ".join(cells), flush=True)

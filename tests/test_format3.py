@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from playstream.dataset import (NPZDatasetWriter, RowBatch, iter_row_batches, load_npz_dataset,
-                                read_metadata, validate_npz_dataset)
+                                open_rows, read_metadata, validate_npz_dataset)
 from playstream.errors import DatasetError
 from test_dataset_format import (CONFIG, _data_offset, assert_same_rows, checksum, failed,
                                  make_batch, save_by_hand)
@@ -172,3 +172,37 @@ def test_a_flipped_bit_fails_the_checksum(tmp_path: Path, rng: np.random.Generat
     with pytest.raises(DatasetError) as err:
         load_npz_dataset(path)
     assert (err.value.check, err.value.array) == ("checksums", "features_bits")
+
+
+@pytest.mark.parametrize("format_version", [3, 2])
+def test_a_range_writes_chosen_rows_moved_into_a_buffer(
+        tmp_path: Path, packed: tuple[Path, RowBatch], rng: np.random.Generator,
+        format_version: int) -> None:
+    """What the training loader does per batch: some rows of a range (any order, repeats),
+    cells and channels permuted, written into a slice of a bigger buffer; held against plain
+    fancy indexing of the dense planes that were written. Every kind of channel (bits, float,
+    constant) lands on every kind."""
+    path, want = packed
+    if format_version == 2:
+        path = write(tmp_path / "dense.npz", [want], format_version=2)
+    assert read_metadata(path)["format_version"] == format_version
+    dense = want.features.reshape(len(want), 6, 64)
+    with open_rows(path) as reader:
+        part = reader.read_range(2, 17)
+        assert len(part) == 15 and part.plane_shape == (6, 8, 8)
+        for trial in range(6):
+            rows = rng.integers(0, 15, size=9)
+            cells = None if trial % 3 == 0 else rng.permutation(64)
+            channels = None if trial % 2 == 0 else rng.permutation(6)
+            expect = dense[2:17][rows]
+            if channels is not None:
+                expect = expect[:, channels]
+            if cells is not None:
+                expect = expect[:, :, cells]
+            out = np.full((12, 6, 64), np.nan, np.float32)
+            part.gather_features(out[2:11], rows, cells, channels)
+            np.testing.assert_array_equal(out[2:11], expect)
+            assert np.isnan(out[:2]).all() and np.isnan(out[11:]).all()
+        with pytest.raises(DatasetError, match="C-contiguous"):
+            part.gather_features(np.empty((9, 64, 6), np.float32).transpose(0, 2, 1),
+                                 rows)

@@ -17,7 +17,8 @@ from torch.utils.data import DataLoader
 
 from playstream.chunks import ChunkStore
 from playstream.compaction import read_manifest
-from playstream.dataset import RowBatch, load_npz_dataset
+from playstream.dataset import RowBatch, load_npz_dataset, read_metadata
+from playstream.dataset.schema import DENSE_FORMAT_VERSION
 from playstream.errors import DatasetError, LoaderError
 from playstream.games import get_game
 from playstream.training import PlaystreamDataset, iter_batches, resolve
@@ -158,6 +159,64 @@ def test_augmentation_moves_planes_and_policy_with_one_transform(
         np.testing.assert_array_equal(to_sparse_csr(other, 64).to_dense().numpy(),
                                       batch["policy"].numpy())
     assert len(used) == sym.size  # every symmetry of the group is drawn
+
+
+@pytest.fixture(scope="module", params=["square8", "hexagonal"])
+def both_formats(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+                 ) -> tuple[Path, Path]:
+    """The same rows published twice: packed planes (format 3) and dense float32 planes."""
+    root = tmp_path_factory.mktemp(f"formats-{request.param}")
+    store = ChunkStore(root / "chunks")
+    add_games(store, "file-a+0", board_type=request.param, start=0, count=8, chunk_rows=300)
+    publish(store, root / "packed")
+    publish(store, root / "dense", format_version=DENSE_FORMAT_VERSION)
+    return root / "packed", root / "dense"
+
+
+def test_packed_planes_give_the_batches_of_dense_planes(both_formats: tuple[Path, Path]
+                                                        ) -> None:
+    """Unpacking, moving and collating in one pass changes nothing: every tensor of every
+    augmented batch equals the one the loader builds from the dense file of the same rows,
+    and the planes and policy of each row are the reference transform (`augment_features`,
+    `augment_dense_policy`) of that row as the dense file stores it (no unpacking)."""
+    packed, dense = both_formats
+    assert read_metadata(resolve(packed).files[0].path)["format_version"] == 3
+    assert read_metadata(resolve(dense).files[0].path)["format_version"] == 2
+    config = resolve(dense).config
+    sym = get_game(config.game).symmetries(config.board_type)
+    assert sym.size == (12 if config.board_type == "hexagonal" else 8)
+    for dense_policy in (True, False):
+        got = {}
+        for name, source in (("packed", packed), ("dense", dense)):
+            ds = dataset(source, augment=True, dense_policy=dense_policy)
+            loader = DataLoader(ds, batch_size=None, num_workers=2, pin_memory=True,
+                                persistent_workers=True)
+            got[name] = list(loader)
+        assert len(got["packed"]) == len(got["dense"]) > 4
+        for a, b in zip(got["packed"], got["dense"]):
+            assert a.keys() == b.keys()
+            assert a["features"].is_contiguous() and a["features"].dtype == torch.float32
+            for key in a:
+                np.testing.assert_array_equal(np.asarray(a[key]), np.asarray(b[key]),
+                                              err_msg=key)
+    rows = version_rows(dense)
+    by_key = {k: i for i, k in enumerate(zip(rows.game_id.tolist(),
+                                             rows.move_number.tolist()))}
+    used: set[int] = set()
+    ds = dataset(packed, augment=True)
+    for batch in DataLoader(ds, batch_size=None, num_workers=2):
+        stored = rows.take([by_key[k] for k in batch_keys(batch)])
+        policy = stored.dense_policy(config.policy_size)
+        for j in range(len(stored)):
+            options = [k for k in range(sym.size) if np.array_equal(
+                augment_features(stored.features[j:j + 1], sym, np.array([k]))[0],
+                batch["features"][j].numpy())]
+            assert options, "the planes are not a transform of the stored row"
+            assert any(np.array_equal(augment_dense_policy(policy[j:j + 1], sym,
+                                                           np.array([k]))[0],
+                                      batch["policy"][j].numpy()) for k in options)
+            used.add(options[0])
+    assert len(used) == sym.size
 
 
 def test_resume_mid_epoch_is_exact(published: tuple[ChunkStore, Path]) -> None:

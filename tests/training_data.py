@@ -7,6 +7,7 @@ from pathlib import Path
 from playstream.chunks import ChunkStore, ChunkWriter
 from playstream.compaction import CompactOptions, compact
 from playstream.dataset.config import encoder_scope
+from playstream.dataset.schema import FORMAT_VERSION
 from playstream.incremental import IncrementalExporter
 from playstream.selfplay.generate import generate_records
 
@@ -33,8 +34,10 @@ def add_games(store: ChunkStore, stream: str, *, board_type: str, start: int, co
 
 
 def publish(store: ChunkStore, output: Path, *, shard_rows: int = 97,
-            val_fraction: float = 0.0, keep_versions: int = 3) -> None:
+            val_fraction: float = 0.0, keep_versions: int = 3,
+            format_version: int = FORMAT_VERSION) -> None:
     """A new version of the store's dataset at ``output`` (a finalizer output folder)."""
     compact(store, None, output, CompactOptions(shard_rows=shard_rows,
                                                 val_fraction=val_fraction,
-                                                keep_versions=keep_versions))
+                                                keep_versions=keep_versions,
+                                                format_version=format_version))

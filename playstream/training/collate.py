@@ -5,7 +5,7 @@ Everything here is whole-array numpy: a batch costs one fancy-index copy per arr
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Collection, Sequence
 
 import numpy as np
 
@@ -17,8 +17,8 @@ Allocate = Callable[[tuple[int, ...], np.dtype[Any]], np.ndarray]
 
 
 def gather(parts: Sequence[tuple[RowRange, np.ndarray]], chosen: np.ndarray | None = None,
-           symmetries: Symmetries | None = None, allocate: Allocate = np.empty
-           ) -> tuple[RowBatch, np.ndarray | None]:
+           symmetries: Symmetries | None = None, allocate: Allocate = np.empty,
+           handed_over: Collection[str] = PER_ROW_ARRAYS) -> tuple[RowBatch, np.ndarray | None]:
     """One batch from ``parts`` (a range, local row indices); with ``chosen`` (the transform
     of each of those rows, in the order of the parts) the planes are transformed on the way.
 
@@ -26,9 +26,10 @@ def gather(parts: Sequence[tuple[RowRange, np.ndarray]], chosen: np.ndarray | No
     output: its planes are unpacked from the (mapped) file, moved and written straight into
     that slice in one pass (`RowRange.gather_features`). The order within the batch is
     therefore by group (a batch is a set of rows: its composition is the plan's). The
-    batch's numeric per-row arrays come from ``allocate(shape, dtype)`` (the torch layer
-    hands out shared memory, so the DataLoader does not copy them again). Returns the batch
-    and the transform of each of its rows (None without ``chosen``)."""
+    numeric per-row arrays named in ``handed_over`` (those the trainer gets) come from
+    ``allocate(shape, dtype)``: the torch layer hands out shared memory, so the DataLoader
+    does not copy them again, and each costs a shared-memory file. Returns the batch and the
+    transform of each of its rows (None without ``chosen``)."""
     groups: list[tuple[RowRange, np.ndarray, np.ndarray, int]] = []
     offset = 0
     for rows, local in parts:
@@ -41,13 +42,15 @@ def gather(parts: Sequence[tuple[RowRange, np.ndarray]], chosen: np.ndarray | No
         offset += local.size
     size = offset
     channels, height, width = parts[0][0].plane_shape
-    features = allocate((size, channels, height, width), np.dtype(np.float32))
+    features = (allocate if "features" in handed_over else np.empty)(
+        (size, channels, height, width), np.dtype(np.float32))
     flat = features.reshape(size, channels, height * width)
     out = {}
     for name in PER_ROW_ARRAYS[1:]:
         dtype = max((p.columns[name].dtype for p, _ in parts), key=lambda d: d.itemsize)
         shape = (size,) + parts[0][0].columns[name].shape[1:]
-        out[name] = np.empty(shape, dtype) if dtype.kind == "U" else allocate(shape, dtype)
+        shared = name in handed_over and dtype.kind != "U"
+        out[name] = (allocate if shared else np.empty)(shape, dtype)
     counts = np.zeros(size, dtype=np.int64)
     transforms = np.zeros(size, dtype=np.int64)
     begin = 0

@@ -37,6 +37,8 @@ STATE_VERSION = 1
 CONTROL_BYTES = 4 << 20  # the shared epoch plan: a snapshot of MAX_FILES files fits
 OPEN_FILES = 64  # row readers kept open per process (each maps one file)
 Batch = dict[str, np.ndarray]
+BATCH_ROWS = ("features", "globals", "values", "values_mp")  # per-row arrays of every batch
+ID_ROWS = ("game_id", "move_number")  # and with_ids
 
 
 @dataclass(frozen=True)
@@ -291,6 +293,7 @@ class TrainingStream:
         shuffle = epoch_rng(options.seed, epoch, 1, shard) if options.shuffle else None
         symmetries = self._symmetries(snapshot) if options.augment else None
         loaded: dict[int, RowRange] = {}
+        handed_over = BATCH_ROWS + (ID_ROWS if options.with_ids else ())
         left = np.diff(ranges.base)  # rows of each range not yet in a batch
         for index, ids in enumerate(batch_plan(ranges, options.batch_size,
                                                options.shuffle_buffer, shuffle,
@@ -314,7 +317,7 @@ class TrainingStream:
             if symmetries is not None and symmetries.size > 1:
                 draw = epoch_rng(options.seed, epoch, 2, shard, index)  # same on resume
                 chosen = draw.integers(symmetries.size, size=ids.size)
-            rows, transforms = gather(parts, chosen, symmetries, allocate)
+            rows, transforms = gather(parts, chosen, symmetries, allocate, handed_over)
             for r, (_, mine) in zip(used.tolist(), parts):
                 left[r] -= mine.size
                 if left[r] == 0:
@@ -333,8 +336,8 @@ class TrainingStream:
         """The batch dict; the planes are already transformed (`gather`), the policy target
         is moved here with the same transform of each row."""
         indices, values = rows.policy_indices, rows.policy_values
-        batch: Batch = {"features": rows.features, "globals": rows.globals,
-                        "values": rows.values, "values_mp": rows.values_mp, "cursor": cursor}
+        batch: Batch = {name: getattr(rows, name) for name in BATCH_ROWS}
+        batch["cursor"] = cursor
         if self.options.dense_policy:
             size = snapshot.config.policy_size
             batch["policy"] = rows.dense_policy(
@@ -349,7 +352,7 @@ class TrainingStream:
             batch.update(policy_indptr=rows.policy_indptr, policy_indices=indices,
                          policy_values=values)
         if self.options.with_ids:
-            batch.update(game_id=rows.game_id, move_number=rows.move_number)
+            batch.update({name: getattr(rows, name) for name in ID_ROWS})
         return batch
 
     def _wait_for_budget(self, rows: int) -> None:
