@@ -1,7 +1,8 @@
 """Training loader throughput per worker on packed planes, against the same loader on dense
 planes and against a bare dense read.
 
-    python bench/loader.py [--games 6] [--repeats 3] [--batch-size 256] [--workers 1,2]
+    python bench/loader.py [--games 6] [--repeats 3] [--epochs 5] [--batch-size 256]
+                           [--workers 1,2] [--range-rows 256]
 
 For square19 and hexagonal (2 players, v2, history 3): plays random games, seals them as
 chunks and compacts the same chunks twice (as the pipeline does), once with packed planes
@@ -11,7 +12,8 @@ through a torch DataLoader with 1 and 2 persistent worker processes: range reads
 (packed) or a copy out of the mapped file (dense), the shuffle buffer, a random symmetry per
 row on planes and policy, the dense policy, and the hand-over of contiguous tensors. The
 first epoch warms the page cache and each worker's checksum verification and is not timed;
-the epochs of the two datasets alternate, so a change of load falls on both.
+then each repeat times ``--epochs`` epochs of each dataset, the two datasets' epochs
+alternating, so a change of the machine's load falls on both.
 
 Baselines, measured in the same run:
 
@@ -22,7 +24,7 @@ Baselines, measured in the same run:
   the page cache (the least a trainer reading dense features must do per row, no
   augmentation, no batches, no processes).
 
-Prints medians over the repeats, rows/s (and per worker) and both ratios.
+Prints medians over the repeats of rows/s (and per worker) and both ratios.
 """
 from __future__ import annotations
 
@@ -69,22 +71,30 @@ def build(board: str, games: int, folder: Path) -> dict[str, Path]:
 
 def loader_rates(sources: dict[str, Path], workers: int, args: argparse.Namespace
                  ) -> dict[str, float]:
-    """rows/s of each source, epochs of the sources interleaved (a change of the machine's
-    load in the middle of a run falls on both)."""
+    """rows/s of each source: per repeat, ``--epochs`` epochs of each, the sources' epochs
+    alternating (a change of the machine's load falls on both); the median over repeats."""
     datasets = {name: PlaystreamDataset(source, batch_size=args.batch_size, augment=True,
-                                        shuffle_buffer=4096)
+                                        shuffle_buffer=4096, range_rows=args.range_rows)
                 for name, source in sources.items()}
     loaders = {name: DataLoader(ds, batch_size=None, num_workers=workers,
                                 persistent_workers=True) for name, ds in datasets.items()}
+    for name, loader in loaders.items():  # warm-up: page cache, checksums, worker start
+        datasets[name].set_epoch(0)
+        assert sum(len(b["values"]) for b in loader) == datasets[name].stream.snapshot.rows
     times: dict[str, list[float]] = {name: [] for name in sources}
-    for epoch in range(args.repeats + 1):
-        for name, loader in loaders.items():
-            datasets[name].set_epoch(epoch)
-            t0 = time.perf_counter()
-            rows = sum(len(batch["values"]) for batch in loader)
-            if epoch:
-                times[name].append(time.perf_counter() - t0)
-            assert rows == datasets[name].stream.snapshot.rows
+    epoch = 0
+    for _ in range(args.repeats):
+        spent = dict.fromkeys(sources, 0.0)
+        for _ in range(args.epochs):
+            epoch += 1
+            for name, loader in loaders.items():
+                datasets[name].set_epoch(epoch)
+                t0 = time.perf_counter()
+                rows = sum(len(batch["values"]) for batch in loader)
+                spent[name] += time.perf_counter() - t0
+                assert rows == datasets[name].stream.snapshot.rows
+        for name in sources:
+            times[name].append(spent[name] / args.epochs)
     return {name: datasets[name].stream.snapshot.rows / statistics.median(times[name])
             for name in sources}
 
@@ -105,6 +115,10 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--workers", default="1,2")
+    ap.add_argument("--epochs", type=int, default=5, help="timed epochs per repeat")
+    ap.add_argument("--range-rows", type=int, default=256,
+                    help="rows dealt to a worker at a time (the loader's default, 1024, "
+                         "would leave a second worker idle on the ~1,000 rows of 6 games)")
     args = ap.parse_args()
     worker_counts = [int(w) for w in args.workers.split(",")]
     print(f"{'board':10} {'rows':>6} {'MB':>5} {'np.load':>9} " + " ".join(

@@ -130,6 +130,23 @@ def test_batches_are_contiguous_tensors_of_the_declared_shapes(
         np.testing.assert_array_equal(batch["values"].numpy(), rows.values[index])
 
 
+def test_a_worker_hands_a_batch_over_as_one_shared_memory_block(
+        published: tuple[ChunkStore, Path]) -> None:
+    """The numeric tensors of a batch from a worker are views of one shared block (one
+    descriptor per batch, no copy into a file per tensor); from the main process they are
+    plain memory. The numbers are the same either way."""
+    _, out = published
+    from_worker = next(iter(DataLoader(dataset(out), batch_size=None, num_workers=1)))
+    in_process = next(iter(dataset(out)))
+    numeric = [k for k, v in from_worker.items() if isinstance(v, torch.Tensor)]
+    assert {"features", "policy", "values", "cursor"} <= set(numeric)
+    blocks = {from_worker[k].untyped_storage().data_ptr() for k in numeric}
+    assert len(blocks) == 1 and from_worker["features"].is_shared()
+    assert not in_process["features"].is_shared()
+    for k in numeric:
+        np.testing.assert_array_equal(from_worker[k].numpy(), in_process[k].numpy())
+
+
 def test_augmentation_moves_planes_and_policy_with_one_transform(
         published: tuple[ChunkStore, Path]) -> None:
     _, out = published

@@ -5,7 +5,7 @@ Everything here is whole-array numpy: a batch costs one fancy-index copy per arr
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Collection, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -13,22 +13,43 @@ from playstream.dataset import RowBatch, RowRange
 from playstream.dataset.schema import PER_ROW_ARRAYS
 from playstream.games.symmetry import Symmetries
 
-Allocate = Callable[[tuple[int, ...], np.dtype[Any]], np.ndarray]
+Specs = dict[str, tuple[tuple[int, ...], np.dtype[Any]]]
+# The arrays of one batch, all at once: name -> (shape, dtype) to name -> array, so a torch
+# layer can place them in one shared-memory block (one file and one descriptor per batch).
+Allocate = Callable[[Specs], dict[str, np.ndarray]]
+
+
+def allocate_arrays(specs: Specs) -> dict[str, np.ndarray]:
+    """The default `Allocate`: plain numpy memory."""
+    return {name: np.empty(shape, dtype) for name, (shape, dtype) in specs.items()}
+
+
+def batch_specs(parts: Sequence[tuple[RowRange, np.ndarray]], size: int, names: Sequence[str],
+                extra: Specs) -> Specs:
+    """Shapes and dtypes of the per-row arrays ``names`` of a batch of ``size`` rows drawn
+    from ``parts`` (numeric ones only: game_id is a string array), plus ``extra``."""
+    first = parts[0][0]
+    specs: Specs = {}
+    for name in names:
+        if name == "features":
+            specs[name] = ((size,) + first.plane_shape, np.dtype(np.float32))
+        elif first.columns[name].dtype.kind != "U":
+            specs[name] = ((size,) + first.columns[name].shape[1:], first.columns[name].dtype)
+    return specs | extra
 
 
 def gather(parts: Sequence[tuple[RowRange, np.ndarray]], chosen: np.ndarray | None = None,
-           symmetries: Symmetries | None = None, allocate: Allocate = np.empty,
-           handed_over: Collection[str] = PER_ROW_ARRAYS) -> tuple[RowBatch, np.ndarray | None]:
+           symmetries: Symmetries | None = None, out: Mapping[str, np.ndarray] | None = None
+           ) -> tuple[RowBatch, np.ndarray | None]:
     """One batch from ``parts`` (a range, local row indices); with ``chosen`` (the transform
     of each of those rows, in the order of the parts) the planes are transformed on the way.
 
     Rows are grouped by (part, transform), so every group is one contiguous slice of the
     output: its planes are unpacked from the (mapped) file, moved and written straight into
     that slice in one pass (`RowRange.gather_features`). The order within the batch is
-    therefore by group (a batch is a set of rows: its composition is the plan's). The
-    numeric per-row arrays named in ``handed_over`` (those the trainer gets) come from
-    ``allocate(shape, dtype)``: the torch layer hands out shared memory, so the DataLoader
-    does not copy them again, and each costs a shared-memory file. Returns the batch and the
+    therefore by group (a batch is a set of rows: its composition is the plan's). ``out``
+    holds buffers for some per-row arrays (those the trainer gets, in shared memory under
+    torch, see `batch_specs`); the others are allocated here. Returns the batch and the
     transform of each of its rows (None without ``chosen``)."""
     groups: list[tuple[RowRange, np.ndarray, np.ndarray, int]] = []
     offset = 0
@@ -41,22 +62,25 @@ def gather(parts: Sequence[tuple[RowRange, np.ndarray]], chosen: np.ndarray | No
             groups += [(rows, local[mine == k], lengths, k) for k in np.unique(mine).tolist()]
         offset += local.size
     size = offset
+    given = out or {}
     channels, height, width = parts[0][0].plane_shape
-    features = (allocate if "features" in handed_over else np.empty)(
-        (size, channels, height, width), np.dtype(np.float32))
+    features = given.get("features")
+    if features is None:
+        features = np.empty((size, channels, height, width), np.float32)
     flat = features.reshape(size, channels, height * width)
-    out = {}
+    arrays = {}
     for name in PER_ROW_ARRAYS[1:]:
-        dtype = max((p.columns[name].dtype for p, _ in parts), key=lambda d: d.itemsize)
-        shape = (size,) + parts[0][0].columns[name].shape[1:]
-        shared = name in handed_over and dtype.kind != "U"
-        out[name] = (allocate if shared else np.empty)(shape, dtype)
+        array = given.get(name)
+        if array is None:
+            dtype = max((p.columns[name].dtype for p, _ in parts), key=lambda d: d.itemsize)
+            array = np.empty((size,) + parts[0][0].columns[name].shape[1:], dtype)
+        arrays[name] = array
     counts = np.zeros(size, dtype=np.int64)
     transforms = np.zeros(size, dtype=np.int64)
     begin = 0
     for rows, local, lengths, k in groups:
         end = begin + local.size
-        for name, array in out.items():
+        for name, array in arrays.items():
             array[begin:end] = rows.columns[name][local]
         cells = moved = None
         if k != 0:
@@ -81,7 +105,7 @@ def gather(parts: Sequence[tuple[RowRange, np.ndarray]], chosen: np.ndarray | No
         values[target] = rows.columns["policy_values"][source]
         begin += local.size
     batch = RowBatch(features=features, policy_indptr=indptr, policy_indices=indices,
-                     policy_values=values, **out)
+                     policy_values=values, **arrays)
     return batch, (None if chosen is None else transforms)
 
 

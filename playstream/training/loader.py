@@ -27,7 +27,8 @@ from playstream.dataset import RowBatch, RowRange, RowReader, open_rows
 from playstream.errors import LoaderError
 from playstream.games import get_game
 from playstream.games.symmetry import Symmetries
-from playstream.training.collate import Allocate, augment_sparse_policy, gather
+from playstream.training.collate import (Allocate, allocate_arrays, augment_sparse_policy,
+                                         batch_specs, gather)
 from playstream.training.plan import batch_plan, epoch_rng, shard_ranges
 from playstream.training.sources import Snapshot, check_file, is_followable, resolve
 
@@ -261,11 +262,11 @@ class TrainingStream:
         """The whole rank's share in this process (no worker split)."""
         return self.iterate(0, 1)
 
-    def iterate(self, worker: int, num_workers: int, allocate: Allocate = np.empty
+    def iterate(self, worker: int, num_workers: int, allocate: Allocate = allocate_arrays
                 ) -> Iterator[Batch]:
         """The batches of worker ``worker`` of ``num_workers`` of this rank, for the epoch
-        the main process set. The batch's big numeric arrays come from ``allocate(shape,
-        dtype)`` (the torch layer passes shared memory in DataLoader workers)."""
+        the main process set. The numeric arrays of each batch come from ``allocate`` (the
+        torch layer passes one shared-memory block per batch in DataLoader workers)."""
         plan = self._control.read()
         num_shards = self.world_size * num_workers
         shard = self.rank * num_workers + worker
@@ -317,31 +318,33 @@ class TrainingStream:
             if symmetries is not None and symmetries.size > 1:
                 draw = epoch_rng(options.seed, epoch, 2, shard, index)  # same on resume
                 chosen = draw.integers(symmetries.size, size=ids.size)
-            rows, transforms = gather(parts, chosen, symmetries, allocate, handed_over)
+            extra = {"cursor": ((4,), np.dtype(np.int64))}
+            if options.dense_policy:
+                extra["policy"] = ((ids.size, snapshot.config.policy_size),
+                                   np.dtype(np.float32))
+            out = allocate(batch_specs(parts, ids.size, handed_over, extra))
+            rows, transforms = gather(parts, chosen, symmetries, out)
             for r, (_, mine) in zip(used.tolist(), parts):
                 left[r] -= mine.size
                 if left[r] == 0:
                     del loaded[r]
-            yield self._collate(rows, snapshot, symmetries, transforms,
-                                np.array([epoch, shard, index, num_shards], dtype=np.int64),
-                                allocate)
+            out["cursor"][:] = (epoch, shard, index, num_shards)
+            yield self._collate(rows, snapshot, symmetries, transforms, out)
 
     def _symmetries(self, snapshot: Snapshot) -> Symmetries:
         config = snapshot.config
         return get_game(config.game).symmetries(config.board_type)
 
     def _collate(self, rows: RowBatch, snapshot: Snapshot, symmetries: Symmetries | None,
-                 transforms: np.ndarray | None, cursor: np.ndarray,
-                 allocate: Allocate) -> Batch:
+                 transforms: np.ndarray | None, out: dict[str, np.ndarray]) -> Batch:
         """The batch dict; the planes are already transformed (`gather`), the policy target
-        is moved here with the same transform of each row."""
+        is moved here with the same transform of each row, into its buffer in ``out``."""
         indices, values = rows.policy_indices, rows.policy_values
         batch: Batch = {name: getattr(rows, name) for name in BATCH_ROWS}
-        batch["cursor"] = cursor
+        batch["cursor"] = out["cursor"]
         if self.options.dense_policy:
-            size = snapshot.config.policy_size
             batch["policy"] = rows.dense_policy(
-                size, out=allocate((len(rows), size), np.dtype(np.float32)),
+                snapshot.config.policy_size, out=out["policy"],
                 moved=None if symmetries is None else symmetries.moved_actions,
                 transforms=transforms)
         else:

@@ -1,9 +1,11 @@
 """`PlaystreamDataset`: the training stream as a torch ``IterableDataset``.
 
 The one module of playstream that imports torch (the ``torch`` extra); everything it
-yields is computed by the numpy `TrainingStream` and handed over with ``torch.from_numpy``
-(no copy), so workers send plain tensors through the DataLoader's shared memory and
-``pin_memory=True`` pins them like any other batch. Use it with ``batch_size=None``: the
+yields is computed by the numpy `TrainingStream` and handed over without a copy: in a
+DataLoader worker the stream writes each batch straight into one block of torch shared
+memory (`_SharedBatches`), so the DataLoader passes one file descriptor per batch instead of
+copying every tensor into a shared-memory file of its own, and ``pin_memory=True`` pins the
+tensors like any other batch. Use it with ``batch_size=None``: the
 dataset cuts the batches itself, because the split between workers, the shuffle buffer and
 the resume cursor are all per batch.
 """
@@ -17,31 +19,41 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import IterableDataset, get_worker_info
 
+from playstream.training.collate import Specs
 from playstream.training.loader import StreamOptions, TrainingStream
 
 
-class _SharedArrays:
-    """The allocator a DataLoader worker gives the stream: numpy arrays over tensors that
-    live in torch shared memory from the start, as ``default_collate`` builds its batches.
-    Sending such a tensor to the main process passes its file descriptor; any other tensor
-    is first copied into new shared memory, a second copy of every batch."""
+ALIGN = 64  # bytes: each array of a batch block starts on a cache line
+
+
+class _SharedBatches:
+    """The allocator a DataLoader worker gives the stream: the numeric arrays of a batch as
+    numpy views of one block of torch shared memory, as ``default_collate`` builds its
+    batches in shared memory from the start. Sending tensors over that block passes one
+    file descriptor per batch; any other tensor is first copied into a shared-memory file
+    of its own (a second copy of the batch and a descriptor handed over per array)."""
 
     def __init__(self) -> None:
         self._tensors: dict[int, torch.Tensor] = {}
 
-    def __call__(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray:
-        dtype = np.dtype(dtype)
-        nbytes = int(np.prod(shape)) * dtype.itemsize
-        if nbytes == 0:
-            return np.empty(shape, dtype)
-        tensor = torch.from_numpy(np.empty(0, dtype)).set_(
-            torch.UntypedStorage._new_shared(nbytes)).view(shape)
-        array = tensor.numpy()
-        self._tensors[array.ctypes.data] = tensor
-        return array
+    def __call__(self, specs: Specs) -> dict[str, np.ndarray]:
+        sizes = {name: int(np.prod(shape)) * np.dtype(dtype).itemsize
+                 for name, (shape, dtype) in specs.items()}
+        starts = np.cumsum([0] + [-(-n // ALIGN) * ALIGN for n in sizes.values()])
+        block = torch.empty(0, dtype=torch.uint8).set_(
+            torch.UntypedStorage._new_shared(max(int(starts[-1]), 1)))
+        arrays = {}
+        for (name, (shape, dtype)), start in zip(specs.items(), starts.tolist()):
+            like = torch.from_numpy(np.empty(0, dtype))
+            tensor = block[start:start + sizes[name]].view(like.dtype).view(shape)
+            arrays[name] = tensor.numpy()
+            if sizes[name]:
+                self._tensors[arrays[name].ctypes.data] = tensor
+        return arrays
 
     def tensor(self, array: np.ndarray) -> torch.Tensor:
-        """The shared tensor under ``array`` if this allocator made it, else a view."""
+        """The shared tensor under ``array`` if it is one this allocator handed out, else a
+        view (which the DataLoader copies into shared memory)."""
         tensor = self._tensors.get(array.ctypes.data)
         if tensor is not None and tuple(tensor.shape) == array.shape:
             return tensor
@@ -67,6 +79,9 @@ class PlaystreamDataset(IterableDataset):  # type: ignore[type-arg]
     ``values`` [B], ``values_mp`` [B, 4], ``cursor`` int64 [4] (epoch, shard, index, shards:
     what `record` reads to resume), and with ``with_ids`` ``game_id`` (a numpy string array)
     and ``move_number``.
+
+    From DataLoader workers, the numeric tensors of a batch are views of one shared-memory
+    block: a tensor kept past its step keeps the whole batch's block alive (``clone()`` it).
 
     ``rank``/``world_size`` default to torch.distributed's when it is initialised. Options:
     see `StreamOptions`. Call `set_epoch` before each epoch; wrap the loader in `track` (or
@@ -97,7 +112,7 @@ class PlaystreamDataset(IterableDataset):  # type: ignore[type-arg]
                 yield {name: value if value.dtype.kind == "U" else torch.from_numpy(value)
                        for name, value in batch.items()}
             return
-        shared = _SharedArrays()
+        shared = _SharedBatches()
         for batch in self.stream.iterate(info.id, info.num_workers, shared):
             yield {name: value if value.dtype.kind == "U" else shared.tensor(value)
                    for name, value in batch.items()}
