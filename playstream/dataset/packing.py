@@ -110,53 +110,79 @@ class FeatureStorage:
             raise DatasetError(f"gather needs a C-contiguous float32 [n, C, H*W] buffer, got "
                                f"{out.dtype} {out.shape}", check="arguments")
         n, num_channels, num_cells = out.shape
-        source = np.arange(num_channels) if channels is None else channels
-        kind, position = self._layout
-        for k, stored in enumerate((bits, floats, constant)):
-            targets = np.flatnonzero(kind[source] == k)
-            if targets.size == 0:
-                continue
+        routes = self._unmoved if channels is None else self._routes(channels)
+        for route in routes:
+            stored = (bits, floats, constant)[route.kind]
             assert stored is not None
-            if k == 2:  # constant: [Cc, H*W], the same for every row
+            if route.kind == 2:  # constant: [Cc, H*W], the same for every row
                 planes = stored.reshape(1, -1, num_cells)
             else:
                 picked = stored if rows is None else stored[rows]
                 planes = (np.unpackbits(picked, axis=-1, count=num_cells, bitorder="little")
-                          if k == 0 else picked.reshape(n, -1, num_cells))
-            _move(out, targets, planes, position[source[targets]], cells)
+                          if route.kind == 0 else picked.reshape(n, -1, num_cells))
+            _move(out, route, planes, cells)
 
-    @cached_property
-    def _layout(self) -> tuple[np.ndarray, np.ndarray]:
-        """Per channel of the file: its kind (0 bits, 1 float, 2 constant) and its index
-        in that kind's stored array."""
-        num_channels = len(self.bits) + len(self.floats) + len(self.constant)
-        kind = np.empty(num_channels, np.int64)
-        position = np.empty(num_channels, np.int64)
-        for k, stored in enumerate((self.bits, self.floats, self.constant)):
+    def _routes(self, source: np.ndarray) -> list[_Route]:
+        """Which output channels each kind fills, output channel c taking stored channel
+        ``source[c]``."""
+        kinds = (self.bits, self.floats, self.constant)
+        kind = np.empty(sum(map(len, kinds)), np.int64)
+        position = np.empty_like(kind)
+        for k, stored in enumerate(kinds):
             kind[list(stored)] = k
             position[list(stored)] = np.arange(len(stored))
-        return kind, position
+        routes = []
+        for k, stored in enumerate(kinds):
+            targets = np.flatnonzero(kind[source] == k)
+            if targets.size == 0:
+                continue
+            positions = position[source[targets]]
+            consecutive = targets[-1] - targets[0] + 1 == targets.size
+            in_order = positions.size == len(stored) and bool(
+                (positions == np.arange(len(stored))).all())
+            routes.append(_Route(
+                k, targets, positions,
+                slice(int(targets[0]), int(targets[-1]) + 1) if consecutive else None, in_order))
+        return routes
+
+    @cached_property
+    def _unmoved(self) -> list[_Route]:
+        """`_routes` of unpermuted channels, worked out once: the loader calls `gather`
+        once per (range, transform) of every batch, often for a handful of rows."""
+        return self._routes(np.arange(len(self.bits) + len(self.floats) + len(self.constant)))
 
 
-def _move(out: np.ndarray, targets: np.ndarray, planes: np.ndarray, positions: np.ndarray,
-          cells: np.ndarray | None) -> None:
+@dataclass(frozen=True, eq=False)
+class _Route:
+    """Output channels ``targets`` (the slice ``run`` when consecutive) take the channels at
+    ``positions`` of one kind's stored array (``in_order``: all of them, in order)."""
+
+    kind: int  # 0 bits, 1 float, 2 constant
+    targets: np.ndarray
+    positions: np.ndarray
+    run: slice | None
+    in_order: bool
+
+
+def _move(out: np.ndarray, route: _Route, planes: np.ndarray, cells: np.ndarray | None
+          ) -> None:
     """``out[:, targets] = planes[:, positions][..., cells]`` in as few passes as the layout
     allows (``planes`` may have one row, broadcast to all)."""
     m, stored, num_cells = planes.shape
-    whole = targets.size == out.shape[1] and planes.dtype == out.dtype and m == out.shape[0]
     if cells is not None:
-        index = (positions[:, None] * num_cells + cells[None]).ravel()
+        index = (route.positions[:, None] * num_cells + cells[None]).ravel()
         flat = planes.reshape(m, stored * num_cells)
-        if whole:  # straight into the batch (mode="wrap": "raise" buffers ``out``)
+        if route.targets.size == out.shape[1] and planes.dtype == out.dtype and m == len(out):
+            # straight into the batch (mode="wrap": "raise" would buffer ``out``)
             np.take(flat, index, axis=1, out=out.reshape(m, -1), mode="wrap")
             return
-        planes = np.take(flat, index, axis=1, mode="wrap").reshape(m, targets.size, num_cells)
-    elif positions.size != stored or (positions != np.arange(stored)).any():
-        planes = np.take(planes, positions, axis=1, mode="wrap")
-    if targets[-1] - targets[0] + 1 == targets.size:  # a run of channels: a slice, no scatter
-        out[:, targets[0]:targets[-1] + 1] = planes
+        planes = np.take(flat, index, axis=1, mode="wrap").reshape(m, -1, num_cells)
+    elif not route.in_order:
+        planes = np.take(planes, route.positions, axis=1, mode="wrap")
+    if route.run is not None:  # a run of channels: a slice, no scatter
+        out[:, route.run] = planes
     else:
-        out[:, targets] = planes
+        out[:, route.targets] = planes
 
 
 class ChannelObserver:
