@@ -24,12 +24,14 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from playstream.dataset import RowBatch, RowReader, open_rows
-from playstream.errors import LoaderError
+from playstream.errors import DatasetError, LoaderError
 from playstream.games import get_game
 from playstream.games.symmetry import Symmetries
 from playstream.training.collate import augment_dense_policy, augment_sparse_policy, gather
 from playstream.training.plan import batch_plan, epoch_rng, shard_ranges
-from playstream.training.sources import Snapshot, check_file, is_followable, resolve
+from playstream.training.cache import DatasetCache
+from playstream.training.sources import (ShardFile, Snapshot, check_file, is_followable,
+                                         resolve)
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +46,10 @@ class StreamOptions:
     """How batches are cut. ``range_rows`` is the unit rows are dealt to workers in (and
     read in); ``shuffle_buffer`` rows are held to mix ranges; ``reuse_limit`` R lets a
     rank hand out at most R rows per row self-play produced (manifest chunk rows), waiting
-    for new versions beyond that; ``poll_seconds`` is how often it then looks."""
+    for new versions beyond that; ``poll_seconds`` is how often it then looks. ``s3://``
+    sources are read from local copies in ``cache_dir`` (default
+    ``~/.cache/playstream/datasets``), of which files the current snapshot does not use are
+    evicted beyond ``cache_bytes`` (None: never)."""
 
     batch_size: int
     seed: int = 0
@@ -60,6 +65,8 @@ class StreamOptions:
     reuse_limit: float | None = None
     poll_seconds: float = 1.0
     verify: bool = True
+    cache_dir: str | None = None
+    cache_bytes: int | None = None
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.range_rows < 1 or self.shuffle_buffer < 0:
@@ -98,22 +105,41 @@ class _Control:
 
 class _Readers:
     """Open files of this process, the least recently used closed beyond OPEN_FILES. A file
-    is verified (manifest sha256, or its array checksums) the first time it is opened."""
+    is verified (manifest sha256, or its array checksums) the first time it is opened; an
+    object-store file is opened from its cached copy, which is fetched (and verified on the
+    way in) if absent, and fetched again if an older copy fails its check."""
 
-    def __init__(self, verify: bool) -> None:
+    def __init__(self, verify: bool, cache: DatasetCache) -> None:
         self.verify = verify
+        self.cache = cache
         self._open: OrderedDict[str, RowReader] = OrderedDict()
         self._checked: set[str] = set()
+
+    def _local(self, shard: ShardFile, check: bool) -> str:
+        """The local file to map for ``shard``, its sha256 checked if ``check``."""
+        if not shard.remote:
+            if check:
+                check_file(shard)
+            return shard.path
+        assert shard.sha256 is not None  # sources.py refuses object files without one
+        path, fresh = self.cache.fetch(shard.path, shard.sha256)
+        if check and not fresh:
+            try:
+                check_file(ShardFile(str(path), shard.rows, shard.sha256))
+            except DatasetError:
+                log.warning("cached dataset file is damaged: fetching it again",
+                            extra={"path": shard.path, "cache": str(path)})
+                self.cache.evict(shard.sha256)
+                path, _ = self.cache.fetch(shard.path, shard.sha256)
+        return str(path)
 
     def get(self, snapshot: Snapshot, index: int) -> RowReader:
         shard = snapshot.files[index]
         reader = self._open.pop(shard.path, None)
         if reader is None:
             first = shard.path not in self._checked
-            if first and self.verify:
-                check_file(shard)
-            reader = open_rows(shard.path, verify=first and self.verify and
-                               shard.sha256 is None)
+            local = self._local(shard, first and self.verify)
+            reader = open_rows(local, verify=first and self.verify and shard.sha256 is None)
             self._checked.add(shard.path)
             if reader.config != snapshot.config or reader.rows != shard.rows:
                 reader.close()
@@ -148,6 +174,7 @@ class TrainingStream:
             raise LoaderError("follow=True needs a finalizer output folder (with a 'current' "
                               "link)", path=self.source)
         self._agree = agree
+        self._cache = DatasetCache(options.cache_dir, max_bytes=options.cache_bytes)
         self._control = _Control()
         self._consumed: dict[int, int] = {}
         self._num_shards: int | None = None
@@ -192,6 +219,7 @@ class TrainingStream:
         with self._control.produced.get_lock():
             self._control.produced.value = max(self._control.produced.value, produced)
         self._control.write(plan)
+        self._cache.prune({f.sha256 for f in snapshot.files if f.remote and f.sha256})
         if snapshot.version:
             log.info("training from dataset version", extra={
                 "path": self.source, "version": snapshot.version, "rows": snapshot.rows,
@@ -236,7 +264,7 @@ class TrainingStream:
                               f"({', '.join(changed) or 'rank/world_size'}): the epoch plan "
                               "would differ, so resuming could repeat or skip rows")
         snapshot = Snapshot.from_json(state["snapshot"])
-        missing = [f.path for f in snapshot.files if not Path(f.path).is_file()]
+        missing = [f.path for f in snapshot.files if not self._available(f)]
         if missing:
             raise LoaderError("the dataset version the saved state was reading is gone "
                               "(pruned?): keep more versions to resume mid-epoch",
@@ -247,6 +275,11 @@ class TrainingStream:
         trained = sum(state["consumed"].values()) * self.options.batch_size
         with self._control.handed_out.get_lock():
             self._control.handed_out.value = trained
+
+    def _available(self, shard: ShardFile) -> bool:
+        """The file can still be read: on disk, in the store, or (object files) cached."""
+        return (shard.remote and shard.sha256 is not None
+                and self._cache.entry(shard.sha256).is_file()) or shard.exists()
 
     def __getstate__(self) -> dict[str, Any]:
         """What a spawned worker gets: open files stay with the process that opened them."""
@@ -282,7 +315,7 @@ class TrainingStream:
         epoch = int(plan["epoch"])
         snapshot = Snapshot.from_json(plan["snapshot"])
         if self._readers is None:
-            self._readers = _Readers(options.verify)
+            self._readers = _Readers(options.verify, self._cache)
         ranges = shard_ranges([f.rows for f in snapshot.files], options.range_rows, shard,
                               num_shards, seed=options.seed, epoch=epoch,
                               shuffle=options.shuffle)
