@@ -28,7 +28,7 @@ from playstream.errors import DatasetError, LoaderError
 from playstream.games import get_game
 from playstream.games.symmetry import Symmetries
 from playstream.training.collate import augment_dense_policy, augment_sparse_policy, gather
-from playstream.training.plan import batch_plan, epoch_rng, shard_ranges
+from playstream.training.plan import batch_plan, epoch_rng, shard_quota, shard_ranges
 from playstream.training.cache import DatasetCache
 from playstream.training.sources import (ShardFile, Snapshot, check_file, is_followable,
                                          resolve)
@@ -49,7 +49,9 @@ class StreamOptions:
     for new versions beyond that; ``poll_seconds`` is how often it then looks. ``s3://``
     sources are read from local copies in ``cache_dir`` (default
     ``~/.cache/playstream/datasets``), of which files the current snapshot does not use are
-    evicted beyond ``cache_bytes`` (None: never)."""
+    evicted beyond ``cache_bytes`` (None: never). ``even_batches`` gives every rank the
+    same number of steps per epoch and ``epoch_batches`` K ends an epoch after K batches per
+    rank (see `shard_quota`)."""
 
     batch_size: int
     seed: int = 0
@@ -60,6 +62,8 @@ class StreamOptions:
     dense_policy: bool = True
     with_ids: bool = False
     drop_last: bool = False
+    even_batches: bool = False
+    epoch_batches: int | None = None
     split: str = "train"
     follow: bool = False
     reuse_limit: float | None = None
@@ -73,6 +77,9 @@ class StreamOptions:
             raise LoaderError("batch_size and range_rows must be >= 1, shuffle_buffer >= 0",
                               batch_size=self.batch_size, range_rows=self.range_rows,
                               shuffle_buffer=self.shuffle_buffer)
+        if self.epoch_batches is not None and self.epoch_batches < 1:
+            raise LoaderError("epoch_batches must be at least 1",
+                              epoch_batches=self.epoch_batches)
         if self.reuse_limit is not None and not (self.follow and self.reuse_limit > 0):
             raise LoaderError("reuse_limit needs follow=True (rows produced are counted from "
                               "the manifests) and a positive value",
@@ -258,7 +265,7 @@ class TrainingStream:
                               f"{STATE_VERSION}")
         mine = asdict(self.options)
         changed = [k for k in ("batch_size", "seed", "shuffle", "shuffle_buffer", "range_rows",
-                               "drop_last", "split") if state["options"].get(k) != mine[k]]
+                               "drop_last", "even_batches", "epoch_batches", "split") if state["options"].get(k) != mine[k]]
         if changed or state["world_size"] != self.world_size or state["rank"] != self.rank:
             raise LoaderError("the saved loader state was made with other options "
                               f"({', '.join(changed) or 'rank/world_size'}): the epoch plan "
@@ -316,9 +323,13 @@ class TrainingStream:
         snapshot = Snapshot.from_json(plan["snapshot"])
         if self._readers is None:
             self._readers = _Readers(options.verify, self._cache)
-        ranges = shard_ranges([f.rows for f in snapshot.files], options.range_rows, shard,
-                              num_shards, seed=options.seed, epoch=epoch,
-                              shuffle=options.shuffle)
+        file_rows = [f.rows for f in snapshot.files]
+        ranges = shard_ranges(file_rows, options.range_rows, shard, num_shards,
+                              seed=options.seed, epoch=epoch, shuffle=options.shuffle)
+        quota = shard_quota(file_rows, options.range_rows, shard, num_shards // self.world_size,
+                            self.world_size, options.batch_size, seed=options.seed,
+                            epoch=epoch, shuffle=options.shuffle, even=options.even_batches,
+                            epoch_batches=options.epoch_batches)
         shuffle = epoch_rng(options.seed, epoch, 1, shard) if options.shuffle else None
         symmetries = self._symmetries(snapshot) if options.augment else None
         loaded: dict[int, RowBatch] = {}
@@ -326,6 +337,8 @@ class TrainingStream:
         for index, ids in enumerate(batch_plan(ranges, options.batch_size,
                                                options.shuffle_buffer, shuffle,
                                                drop_last=options.drop_last)):
+            if quota is not None and index >= quota:
+                return
             where = ranges.locate(ids)
             used = np.unique(where)
             if index < skip:  # trained before the save: planned again, never read
