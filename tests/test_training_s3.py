@@ -2,10 +2,12 @@
 row exactly once through DataLoader workers, the same tensors as the same dataset published
 locally, a local cache keyed by sha256 that is filled once and survives a new loader, a damaged
 cache entry fetched again, a tampered object refused, follow mode through the ``current``
-object, eviction beyond the cache bound, and resume from the cache."""
+object, eviction beyond the cache bound, resume from the cache, and one download of a file
+that four processes ask for at once."""
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 from collections import Counter
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from playstream.compaction import read_manifest
 from playstream.errors import DatasetError, LoaderError
 from playstream.storage import open_storage
 from playstream.training import PlaystreamDataset, resolve
+from playstream.training.cache import DatasetCache
 
 from training_data import add_games, publish
 from test_training_loader import Key, batch_keys, keys_of, version_rows
@@ -161,3 +164,22 @@ def test_follow_on_s3_switches_version_evicts_beyond_the_bound_and_resumes_from_
     assert len(got) == 3 * 32 and rest
     assert Counter(got + rest) == keys_of(version_rows(tmp_path / "local"))
     assert read_manifest(s3_out)["totals"]["train_rows"] == second.rows
+
+
+def _fetch(args: tuple[str, str, str]) -> bool:
+    url, sha, folder = args
+    return DatasetCache(folder).fetch(url, sha)[1]
+
+
+def test_concurrent_fetches_of_one_file_download_it_once(tmp_path: Path, s3_out: str) -> None:
+    body = np.random.default_rng(0).bytes(24 << 20)  # long enough for the fetches to overlap
+    sha = hashlib.sha256(body).hexdigest()
+    open_storage(s3_out).write("big.npz", body)
+    url = f"{s3_out}/big.npz"
+    cache = tmp_path / "cache"
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(4) as pool:
+        fresh = pool.map(_fetch, [(url, sha, str(cache))] * 4)
+    assert fresh.count(True) == 1
+    assert sha256_of(cache / f"{sha}.npz") == sha
+    assert [p.name for p in cache.iterdir() if not p.name.endswith(".lock")] == [f"{sha}.npz"]
