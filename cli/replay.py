@@ -10,10 +10,11 @@ import click
 from playstream.chunks import ChunkStore
 from playstream.cli.common import Summary, Timestamp, kafka_extra, progress, reports_errors
 from playstream.cli.export import summarise_compaction
-from playstream.cli.options import (EncoderChoice, chunk_rows_option, compaction_options,
-                                    encoder_options, game_option, kafka_options, progress_option,
-                                    topic_option)
+from playstream.cli.options import (EncoderChoice, StoreLocation, chunk_rows_option,
+                                    compaction_options, encoder_options, game_option,
+                                    kafka_options, progress_option, topic_option)
 from playstream.compaction.compact import CompactOptions, compact
+from playstream.compaction.publish import output_child
 from playstream.dataset.config import encoder_scope
 
 if TYPE_CHECKING:
@@ -39,8 +40,9 @@ class StartPoint(click.ParamType):
               help="earliest, or an ISO 8601 time: the first record published at or after it.")
 @game_option
 @encoder_options
-@click.option("--output", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for the replay's chunks/ and datasets/<configuration>/.")
+@click.option("--output", required=True, type=StoreLocation(),
+              help="Folder or s3:// prefix for the replay's chunks/ and "
+                   "datasets/<configuration>/.")
 @click.option("--group", default=None,
               help="Consumer group for progress monitoring (default: playstream-replay-"
                    "<feature version>_h<history>).")
@@ -50,7 +52,7 @@ class StartPoint(click.ParamType):
 @reports_errors
 def replay_cmd(kafka: KafkaConnection, topic: str, since: datetime | None, game_name: str,
                encoder: EncoderChoice,
-               output: Path, group: str | None, chunk_rows: int, show_progress: bool,
+               output: Path | str, group: str | None, chunk_rows: int, show_progress: bool,
                compact_options: CompactOptions) -> None:
     """Re-encode the retained topic into a new chunk store and publish its datasets, under
     its own consumer group, without touching the live pipeline. A rerun resumes."""
@@ -58,7 +60,7 @@ def replay_cmd(kafka: KafkaConnection, topic: str, since: datetime | None, game_
         from playstream.streams.replay import replay_topic
     feature_version = encoder.version_for(game_name)
     scope = encoder_scope(feature_version, encoder.history_length)
-    store = ChunkStore(output / "chunks")
+    store = ChunkStore(output_child(output, "chunks"))
     summary = Summary("replay")
     with progress(None, "replay", "record", enabled=show_progress) as bar:
         result = replay_topic(kafka, topic, store,
@@ -72,7 +74,8 @@ def replay_cmd(kafka: KafkaConnection, topic: str, since: datetime | None, game_
         summary.skip(reason, n)
     for key in sorted(set(store.scoped_keys(scope))):
         with progress(None, f"compact {key}", "row", enabled=show_progress) as bar:
-            compacted = compact(store, key, output / "datasets" / key, compact_options,
+            compacted = compact(store, key, output_child(output_child(output, "datasets"), key),
+                                compact_options,
                                 progress=lambda done: bar.update(done - bar.n))
         summarise_compaction(summary, compacted, compact_options)
     summary.echo()

@@ -15,7 +15,7 @@ from playstream.chunks import ChunkStore
 # processors, producer and topics are fixtures, used by name
 from test_stream_kafka import (PARTITIONS, Processor, Topics, all_sealed,  # noqa: F401
                                assert_exactly_once, covered, end_offsets, games, processors,
-                               producer, publish, topics, wait_for)
+                               producer, publish, seals_settled, topics, wait_for)
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -66,14 +66,7 @@ def test_kafka_consumer_groups_shows_the_sealed_lag_after_catch_up_and_sigkill(
                       "--chunk-age", "10m")
     processors.append(first)
 
-    def seals_settled() -> bool:
-        before = covered(store)
-        if len(before) < PARTITIONS:
-            return False
-        time.sleep(1.5)
-        return covered(store) == before
-
-    wait_for("first seals on every partition", seals_settled, 40, processors)
+    wait_for("first seals on every partition", seals_settled(store), 40, processors)
     through = sealed_through(store)
     want = {p: ends[p] - through[p] for p in range(PARTITIONS)}
     assert any(want.values()), (ends, through)  # records were left unsealed

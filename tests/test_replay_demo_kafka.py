@@ -16,6 +16,8 @@ from playstream.dataset import load_npz_dataset
 from playstream.producers.topics import ensure_topics
 from playstream.records import GameRecord
 from playstream.selfplay import generate_records
+from playstream.storage import open_storage
+from playstream.training import iter_batches
 
 CLI = [sys.executable, "-m", "playstream.cli"]
 
@@ -102,3 +104,30 @@ def test_demo_runs_the_whole_pipeline(kafka_bootstrap: str, tmp_path: Path) -> N
         move_numbers[game_ids == g])].tobytes()).hexdigest() for g in set(game_ids.tolist())}
     assert len(sequences) == 40
     assert run("validate", current / "train.npz").returncode == 0
+
+
+def test_replay_into_an_object_store_feeds_the_loader(kafka_bootstrap: str,
+                                                      kafka_connection: KafkaConnection,
+                                                      topic_prefix: str, s3_env: dict[str, str],
+                                                      s3_bucket: str, s3_prefix: str,
+                                                      tmp_path: Path) -> None:
+    topic = f"{topic_prefix}.games"
+    ensure_topics(kafka_connection, {topic: 2})
+    records = list(generate_records(board_type="square8", num_players=2, agent="random",
+                                    seed=4, count=12, node="r"))
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    for r in records:
+        producer.send(topic, key=r.game_id.encode(), value=r.to_msgpack())
+    producer.flush()
+    producer.close()
+    out = f"s3://{s3_bucket}/{s3_prefix}/replay"
+    done = run("replay", "--bootstrap", kafka_bootstrap, "--topic", topic, "--feature-version",
+               "v2", "--history-length", "1", "--output", out, "--no-progress")
+    assert "records=12" in done.stdout
+    names = {o.name for o in open_storage(out).list("")}
+    assert any(n.startswith("chunks/") for n in names)
+    dataset = f"{out}/datasets/connect-1_square8_2p_v2_h1"
+    got = Counter(k for batch in iter_batches(dataset, batch_size=64, with_ids=True,
+                                              cache_dir=str(tmp_path / "cache"))
+                  for k in zip(batch["game_id"].tolist(), batch["move_number"].tolist()))
+    assert got == expected(records)

@@ -145,6 +145,18 @@ def covered(store: ChunkStore) -> dict[int, list[tuple[int, int]]]:
     return out
 
 
+def seals_settled(store: ChunkStore) -> Callable[[], bool]:
+    """Every partition has a sealed chunk and no new seal came for 1.5 s (the processor is
+    between seals, its unsealed tail open)."""
+    def settled() -> bool:
+        before = covered(store)
+        if len(before) < PARTITIONS:
+            return False
+        time.sleep(1.5)
+        return covered(store) == before
+    return settled
+
+
 def wait_for(what: str, done: Callable[[], bool], timeout: float,
              running: list[Processor]) -> float:
     started = time.monotonic()
@@ -282,14 +294,7 @@ def test_sigkill_mid_chunk_then_restart_loses_and_duplicates_nothing(
                       "--chunk-age", "10m")
     processors.append(first)
 
-    def seals_settled() -> bool:
-        before = covered(store)
-        if len(before) < PARTITIONS:
-            return False
-        time.sleep(1.5)
-        return covered(store) == before
-
-    wait_for("first seals on every partition", seals_settled, 40, processors)
+    wait_for("first seals on every partition", seals_settled(store), 40, processors)
     first.kill()
     before = covered(store)
     open_tail = {p: ends[p] - 1 - r[-1][1] for p, r in before.items()}

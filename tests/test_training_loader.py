@@ -366,3 +366,46 @@ def test_reuse_limit_blocks_until_self_play_produces_more(tmp_path: Path,
     assert done.wait(30), "the loader did not resume after new rows were published"
     assert "reuse limit released" in caplog.text
     assert sum(got) > blocked_at and sum(got) == produced  # epoch 0: the first version
+
+
+def test_even_batches_give_every_rank_the_same_number_of_full_steps(
+        published: tuple[ChunkStore, Path]) -> None:
+    _, out = published
+    want = keys_of(version_rows(out))
+
+    def per_rank(**kw: object) -> list[list[dict]]:
+        return [list(DataLoader(dataset(out, rank=r, world_size=2, range_rows=25, **kw),
+                                batch_size=None, num_workers=3)) for r in range(2)]
+
+    uneven = per_rank()
+    assert len(uneven[0]) != len(uneven[1])  # what data-parallel training would hang on
+    even = per_rank(even_batches=True)
+    assert len(even[0]) == len(even[1]) > 0
+    assert all(len(b["values"]) == 32 for rank in even for b in rank)
+    keys = [k for rank in even for b in rank for k in batch_keys(b)]
+    assert len(set(keys)) == len(keys) and set(keys) <= set(want)
+    # Only the rows past the poorest shard's last full batch are left out.
+    assert sum(want.values()) - len(keys) < 6 * (25 + 32)
+
+
+def test_follow_every_k_steps_switches_version_within_a_pass(tmp_path: Path) -> None:
+    store = ChunkStore(tmp_path / "chunks")
+    out = tmp_path / "out"
+    add_games(store, "file-a+0", board_type="square8", start=0, count=20)
+    publish(store, out)
+    v1 = keys_of(version_rows(out))
+    ds = dataset(out, follow=True, epoch_batches=5)
+    loader = DataLoader(ds, batch_size=None, num_workers=2, persistent_workers=True)
+    ds.set_epoch(0)
+    first = [batch_keys(b) for b in loader]
+    assert len(first) == 5 and all(len(b) == 32 for b in first)
+    flat = [k for b in first for k in b]
+    assert len(set(flat)) == len(flat) and set(flat) <= set(v1) and len(flat) < sum(v1.values())
+    add_games(store, "file-b+0", board_type="square8", start=100, count=20)
+    publish(store, out)
+    v2 = keys_of(version_rows(out))
+    ds.set_epoch(1)  # after 5 steps, not after a whole pass over the first version
+    assert ds.stream.snapshot.version == resolve(out).version
+    second = [k for b in loader for k in batch_keys(b)]
+    assert len(second) == 5 * 32 and set(second) <= set(v2)
+    assert set(second) - set(v1)  # rows only the new version holds

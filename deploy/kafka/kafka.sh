@@ -7,6 +7,8 @@ set -euo pipefail
 
 KAFKA_VERSION=4.3.1
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=../lib/daemon.sh
+source "$SCRIPT_DIR/../lib/daemon.sh"
 POM="$SCRIPT_DIR/pom.xml"
 LOG4J_CONF="${PLAYSTREAM_KAFKA_LOG4J:-$SCRIPT_DIR/log4j2.properties}"
 KAFKA_HOME="${PLAYSTREAM_KAFKA_HOME:-$HOME/.cache/playstream/kafka-$KAFKA_VERSION}"
@@ -139,28 +141,8 @@ while True:
     if not s.startswith("-"): print(s); break'
 }
 
-abs_dir() { mkdir -p "$1" && (cd "$1" && pwd); }
 
-# True while PID exists and is not a zombie (a zombie would keep `kill -0` succeeding forever
-# where nothing reaps it, e.g. a container without an init process).
-is_alive() {
-  local state
-  kill -0 "$1" 2>/dev/null || return 1
-  state=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)
-  [[ $state != Z ]]
-}
-
-# Prints the pid if DIR/broker.pid names a live Kafka process started for DIR.
-running_pid() {
-  local dir=$1 pid
-  [[ -f $dir/broker.pid ]] || return 1
-  pid=$(cat "$dir/broker.pid")
-  [[ $pid =~ ^[0-9]+$ ]] || return 1
-  is_alive "$pid" || return 1
-  # guard against a recycled pid: the process must be our broker for this DIR
-  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "kafka.Kafka $dir/server.properties" || return 1
-  echo "$pid"
-}
+running_pid() { daemon_pid "$1" broker.pid "kafka.Kafka $1/server.properties"; }
 
 write_server_properties() {   # DIR PORT CONTROLLER_PORT
   local dir=$1 port=$2 cport=$3
@@ -501,54 +483,15 @@ cmd_start() {
 
 # ---------------------------------------------------------------------------------------- stop
 cmd_stop() {
-  local dir="" hard=0
-  while [[ $# -gt 0 ]]; do
-    case $1 in
-      --dir) dir=${2:?--dir needs a value}; shift ;;
-      --kill) hard=1 ;;
-      *) die "stop: unknown argument '$1'" ;;
-    esac
-    shift
-  done
-  [[ -n $dir ]] || die "stop: --dir DIR is required"
-  [[ -d $dir ]] || { log "no such dir $dir; nothing to stop"; return 0; }
-  dir=$(cd "$dir" && pwd)
-  local pid
-  if ! pid=$(running_pid "$dir"); then
-    rm -f "$dir/broker.pid"
-    log "no broker running for $dir"
-    return 0
-  fi
-  if [[ $hard == 1 ]]; then
-    log "killing broker pid $pid (SIGKILL, unclean shutdown)"
-  else
-    log "stopping broker pid $pid (SIGTERM)"
-    kill -TERM "$pid" 2>/dev/null || true
-    local deadline=$((SECONDS + STOP_TIMEOUT))
-    while is_alive "$pid" && ((SECONDS < deadline)); do sleep 0.2; done
-    is_alive "$pid" && log "still alive after ${STOP_TIMEOUT}s, sending SIGKILL"
-  fi
-  if is_alive "$pid"; then
-    kill -KILL "$pid" 2>/dev/null || true
-    while is_alive "$pid"; do sleep 0.1; done
-  fi
-  rm -f "$dir/broker.pid"
-  log "stopped"
+  parse_stop_args stop "$@"
+  stop_daemon "$STOP_DIR" broker.pid broker "$STOP_HARD"
 }
 
 cmd_restart() {
-  local dir="" stop_args=()
-  while [[ $# -gt 0 ]]; do
-    case $1 in
-      --dir) dir=${2:?--dir needs a value}; shift ;;
-      --kill) stop_args=(--kill) ;;
-      *) die "restart: unknown argument '$1'" ;;
-    esac
-    shift
-  done
-  [[ -n $dir ]] || die "restart: --dir DIR is required"
+  parse_stop_args restart "$@"
+  local dir=$STOP_DIR
   [[ -f $dir/ports && -f $dir/data/meta.properties ]] || die "restart: $dir holds no formatted broker (run start first)"
-  cmd_stop --dir "$dir" "${stop_args[@]}"
+  stop_daemon "$dir" broker.pid broker "$STOP_HARD"
   cmd_start --dir "$dir"
 }
 

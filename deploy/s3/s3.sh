@@ -9,6 +9,8 @@ set -euo pipefail
 
 S3PROXY_VERSION=4.1.0
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=../lib/daemon.sh
+source "$SCRIPT_DIR/../lib/daemon.sh"
 POM="$SCRIPT_DIR/pom.xml"
 S3PROXY_HOME="${PLAYSTREAM_S3PROXY_HOME:-$HOME/.cache/playstream/s3proxy-$S3PROXY_VERSION}"
 LIBS="$S3PROXY_HOME/libs"
@@ -94,8 +96,6 @@ free_port() {
 s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-abs_dir() { mkdir -p "$1" && (cd "$1" && pwd); }
-
 check_java() {
   command -v "$JAVA" >/dev/null || die "java ($JAVA) not found (S3Proxy $S3PROXY_VERSION needs Java 17+)"
   local v
@@ -103,25 +103,7 @@ check_java() {
   [[ $v =~ ^[0-9]+$ && $v -ge 17 ]] || die "S3Proxy $S3PROXY_VERSION needs Java 17+, $JAVA is ${v:-unknown}"
 }
 
-# True while PID exists and is not a zombie.
-is_alive() {
-  local state
-  kill -0 "$1" 2>/dev/null || return 1
-  state=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)
-  [[ $state != Z ]]
-}
-
-# Prints the pid if DIR/s3proxy.pid names a live S3Proxy process started for DIR.
-running_pid() {
-  local dir=$1 pid
-  [[ -f $dir/s3proxy.pid ]] || return 1
-  pid=$(cat "$dir/s3proxy.pid")
-  [[ $pid =~ ^[0-9]+$ ]] || return 1
-  is_alive "$pid" || return 1
-  # guard against a recycled pid: the process must be our S3Proxy for this DIR
-  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "--properties $dir/s3proxy.conf" || return 1
-  echo "$pid"
-}
+running_pid() { daemon_pid "$1" s3proxy.pid "--properties $1/s3proxy.conf"; }
 
 write_config() {   # DIR PORT
   local dir=$1 port=$2
@@ -236,54 +218,15 @@ cmd_start() {
 
 # ---------------------------------------------------------------------------------------- stop
 cmd_stop() {
-  local dir="" hard=0
-  while [[ $# -gt 0 ]]; do
-    case $1 in
-      --dir) dir=${2:?--dir needs a value}; shift ;;
-      --kill) hard=1 ;;
-      *) die "stop: unknown argument '$1'" ;;
-    esac
-    shift
-  done
-  [[ -n $dir ]] || die "stop: --dir DIR is required"
-  [[ -d $dir ]] || { log "no such dir $dir; nothing to stop"; return 0; }
-  dir=$(cd "$dir" && pwd)
-  local pid
-  if ! pid=$(running_pid "$dir"); then
-    rm -f "$dir/s3proxy.pid"
-    log "no S3Proxy running for $dir"
-    return 0
-  fi
-  if [[ $hard == 1 ]]; then
-    log "killing S3Proxy pid $pid (SIGKILL)"
-  else
-    log "stopping S3Proxy pid $pid (SIGTERM)"
-    kill -TERM "$pid" 2>/dev/null || true
-    local deadline=$((SECONDS + STOP_TIMEOUT))
-    while is_alive "$pid" && ((SECONDS < deadline)); do sleep 0.2; done
-    is_alive "$pid" && log "still alive after ${STOP_TIMEOUT}s, sending SIGKILL"
-  fi
-  if is_alive "$pid"; then
-    kill -KILL "$pid" 2>/dev/null || true
-    while is_alive "$pid"; do sleep 0.1; done
-  fi
-  rm -f "$dir/s3proxy.pid"
-  log "stopped"
+  parse_stop_args stop "$@"
+  stop_daemon "$STOP_DIR" s3proxy.pid S3Proxy "$STOP_HARD"
 }
 
 cmd_restart() {
-  local dir="" stop_args=()
-  while [[ $# -gt 0 ]]; do
-    case $1 in
-      --dir) dir=${2:?--dir needs a value}; shift ;;
-      --kill) stop_args=(--kill) ;;
-      *) die "restart: unknown argument '$1'" ;;
-    esac
-    shift
-  done
-  [[ -n $dir ]] || die "restart: --dir DIR is required"
+  parse_stop_args restart "$@"
+  local dir=$STOP_DIR
   [[ -f $dir/port ]] || die "restart: $dir holds no S3Proxy (run start first)"
-  cmd_stop --dir "$dir" "${stop_args[@]}"
+  stop_daemon "$dir" s3proxy.pid S3Proxy "$STOP_HARD"
   cmd_start --dir "$dir"
 }
 

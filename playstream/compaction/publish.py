@@ -28,7 +28,7 @@ from playstream.dataset import DatasetConfig
 from playstream.durable import fsync_dir
 from playstream.errors import DatasetError, PlaystreamError, StorageError
 from playstream.locks import ProcessLock, holder_of
-from playstream.storage import open_storage
+from playstream.storage import Storage, open_storage
 
 MANIFEST_FORMAT = "playstream-manifest"
 MANIFEST_VERSION = 1
@@ -453,13 +453,8 @@ def _read_object_manifest(url: str) -> dict[str, Any]:
             storage, obj = open_storage(parent), f"{name}.manifest.json"
         else:
             storage = open_storage(url)
-            obj = MANIFEST_NAME
-            if storage.exists(CURRENT):
-                target = storage.read_range(CURRENT, 0, 64).decode(errors="replace").strip()
-                if not _VERSION_DIR.match(target):
-                    raise DatasetError(f"the {CURRENT!r} object names {target[:80]!r}, not a "
-                                       "version", path=url, check="manifest")
-                obj = f"{target}/{MANIFEST_NAME}"
+            target = current_object_version(storage)
+            obj = MANIFEST_NAME if target is None else f"{target}/{MANIFEST_NAME}"
         if storage.stat(obj).size > MAX_MANIFEST_BYTES:
             raise DatasetError(f"manifest is larger than {MAX_MANIFEST_BYTES} bytes",
                                path=storage.url(obj), check="manifest")
@@ -467,6 +462,19 @@ def _read_object_manifest(url: str) -> dict[str, Any]:
     except StorageError as err:
         raise DatasetError(f"no manifest: {err.message}", path=url, check="manifest",
                            **{k: v for k, v in err.context.items() if k != "path"}) from None
+
+
+def current_object_version(storage: Storage) -> str | None:
+    """The version the ``current`` object of a dataset prefix names (None: there is none,
+    the prefix is one version or a single file's folder). Its content is checked to be a
+    version name before it is used in an object name."""
+    if not storage.exists(CURRENT):
+        return None
+    target = storage.read_range(CURRENT, 0, 64).decode(errors="replace").strip()
+    if not _VERSION_DIR.match(target):
+        raise DatasetError(f"the {CURRENT!r} object names {target[:80]!r}, not a version",
+                           path=storage.location, check="manifest")
+    return target
 
 
 def _parse_manifest(raw: bytes, path: str) -> dict[str, Any]:

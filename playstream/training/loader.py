@@ -24,13 +24,15 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from playstream.dataset import RowBatch, RowRange, RowReader, open_rows
-from playstream.errors import LoaderError
+from playstream.errors import DatasetError, LoaderError
 from playstream.games import get_game
 from playstream.games.symmetry import Symmetries
 from playstream.training.collate import (Allocate, allocate_arrays, augment_sparse_policy,
                                          batch_specs, gather)
-from playstream.training.plan import batch_plan, epoch_rng, shard_ranges
-from playstream.training.sources import Snapshot, check_file, is_followable, resolve
+from playstream.training.plan import batch_plan, epoch_rng, shard_quota, shard_ranges
+from playstream.training.cache import DatasetCache
+from playstream.training.sources import (ShardFile, Snapshot, check_file, is_followable,
+                                         resolve)
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +49,12 @@ class StreamOptions:
     """How batches are cut. ``range_rows`` is the unit rows are dealt to workers in (and
     read in); ``shuffle_buffer`` rows are held to mix ranges; ``reuse_limit`` R lets a
     rank hand out at most R rows per row self-play produced (manifest chunk rows), waiting
-    for new versions beyond that; ``poll_seconds`` is how often it then looks."""
+    for new versions beyond that; ``poll_seconds`` is how often it then looks. ``s3://``
+    sources are read from local copies in ``cache_dir`` (default
+    ``~/.cache/playstream/datasets``), of which files the current snapshot does not use are
+    evicted beyond ``cache_bytes`` (None: never). ``even_batches`` gives every rank the
+    same number of steps per epoch and ``epoch_batches`` K ends an epoch after K batches per
+    rank (see `shard_quota`)."""
 
     batch_size: int
     seed: int = 0
@@ -58,17 +65,24 @@ class StreamOptions:
     dense_policy: bool = True
     with_ids: bool = False
     drop_last: bool = False
+    even_batches: bool = False
+    epoch_batches: int | None = None
     split: str = "train"
     follow: bool = False
     reuse_limit: float | None = None
     poll_seconds: float = 1.0
     verify: bool = True
+    cache_dir: str | None = None
+    cache_bytes: int | None = None
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.range_rows < 1 or self.shuffle_buffer < 0:
             raise LoaderError("batch_size and range_rows must be >= 1, shuffle_buffer >= 0",
                               batch_size=self.batch_size, range_rows=self.range_rows,
                               shuffle_buffer=self.shuffle_buffer)
+        if self.epoch_batches is not None and self.epoch_batches < 1:
+            raise LoaderError("epoch_batches must be at least 1",
+                              epoch_batches=self.epoch_batches)
         if self.reuse_limit is not None and not (self.follow and self.reuse_limit > 0):
             raise LoaderError("reuse_limit needs follow=True (rows produced are counted from "
                               "the manifests) and a positive value",
@@ -101,22 +115,41 @@ class _Control:
 
 class _Readers:
     """Open files of this process, the least recently used closed beyond OPEN_FILES. A file
-    is verified (manifest sha256, or its array checksums) the first time it is opened."""
+    is verified (manifest sha256, or its array checksums) the first time it is opened; an
+    object-store file is opened from its cached copy, which is fetched (and verified on the
+    way in) if absent, and fetched again if an older copy fails its check."""
 
-    def __init__(self, verify: bool) -> None:
+    def __init__(self, verify: bool, cache: DatasetCache) -> None:
         self.verify = verify
+        self.cache = cache
         self._open: OrderedDict[str, RowReader] = OrderedDict()
         self._checked: set[str] = set()
+
+    def _local(self, shard: ShardFile, check: bool) -> str:
+        """The local file to map for ``shard``, its sha256 checked if ``check``."""
+        if not shard.remote:
+            if check:
+                check_file(shard)
+            return shard.path
+        assert shard.sha256 is not None  # sources.py refuses object files without one
+        path, fresh = self.cache.fetch(shard.path, shard.sha256)
+        if check and not fresh:
+            try:
+                check_file(ShardFile(str(path), shard.rows, shard.sha256))
+            except DatasetError:
+                log.warning("cached dataset file is damaged: fetching it again",
+                            extra={"path": shard.path, "cache": str(path)})
+                self.cache.evict(shard.sha256)
+                path, _ = self.cache.fetch(shard.path, shard.sha256)
+        return str(path)
 
     def get(self, snapshot: Snapshot, index: int) -> RowReader:
         shard = snapshot.files[index]
         reader = self._open.pop(shard.path, None)
         if reader is None:
             first = shard.path not in self._checked
-            if first and self.verify:
-                check_file(shard)
-            reader = open_rows(shard.path, verify=first and self.verify and
-                               shard.sha256 is None)
+            local = self._local(shard, first and self.verify)
+            reader = open_rows(local, verify=first and self.verify and shard.sha256 is None)
             self._checked.add(shard.path)
             if reader.config != snapshot.config or reader.rows != shard.rows:
                 reader.close()
@@ -151,6 +184,7 @@ class TrainingStream:
             raise LoaderError("follow=True needs a finalizer output folder (with a 'current' "
                               "link)", path=self.source)
         self._agree = agree
+        self._cache = DatasetCache(options.cache_dir, max_bytes=options.cache_bytes)
         self._control = _Control()
         self._consumed: dict[int, int] = {}
         self._num_shards: int | None = None
@@ -195,6 +229,7 @@ class TrainingStream:
         with self._control.produced.get_lock():
             self._control.produced.value = max(self._control.produced.value, produced)
         self._control.write(plan)
+        self._cache.prune({f.sha256 for f in snapshot.files if f.remote and f.sha256})
         if snapshot.version:
             log.info("training from dataset version", extra={
                 "path": self.source, "version": snapshot.version, "rows": snapshot.rows,
@@ -233,13 +268,13 @@ class TrainingStream:
                               f"{STATE_VERSION}")
         mine = asdict(self.options)
         changed = [k for k in ("batch_size", "seed", "shuffle", "shuffle_buffer", "range_rows",
-                               "drop_last", "split") if state["options"].get(k) != mine[k]]
+                               "drop_last", "even_batches", "epoch_batches", "split") if state["options"].get(k) != mine[k]]
         if changed or state["world_size"] != self.world_size or state["rank"] != self.rank:
             raise LoaderError("the saved loader state was made with other options "
                               f"({', '.join(changed) or 'rank/world_size'}): the epoch plan "
                               "would differ, so resuming could repeat or skip rows")
         snapshot = Snapshot.from_json(state["snapshot"])
-        missing = [f.path for f in snapshot.files if not Path(f.path).is_file()]
+        missing = [f.path for f in snapshot.files if not self._available(f)]
         if missing:
             raise LoaderError("the dataset version the saved state was reading is gone "
                               "(pruned?): keep more versions to resume mid-epoch",
@@ -250,6 +285,11 @@ class TrainingStream:
         trained = sum(state["consumed"].values()) * self.options.batch_size
         with self._control.handed_out.get_lock():
             self._control.handed_out.value = trained
+
+    def _available(self, shard: ShardFile) -> bool:
+        """The file can still be read: on disk, in the store, or (object files) cached."""
+        return (shard.remote and shard.sha256 is not None
+                and self._cache.entry(shard.sha256).is_file()) or shard.exists()
 
     def __getstate__(self) -> dict[str, Any]:
         """What a spawned worker gets: open files stay with the process that opened them."""
@@ -287,10 +327,14 @@ class TrainingStream:
         epoch = int(plan["epoch"])
         snapshot = Snapshot.from_json(plan["snapshot"])
         if self._readers is None:
-            self._readers = _Readers(options.verify)
-        ranges = shard_ranges([f.rows for f in snapshot.files], options.range_rows, shard,
-                              num_shards, seed=options.seed, epoch=epoch,
-                              shuffle=options.shuffle)
+            self._readers = _Readers(options.verify, self._cache)
+        file_rows = [f.rows for f in snapshot.files]
+        ranges = shard_ranges(file_rows, options.range_rows, shard, num_shards,
+                              seed=options.seed, epoch=epoch, shuffle=options.shuffle)
+        quota = shard_quota(file_rows, options.range_rows, shard, num_shards // self.world_size,
+                            self.world_size, options.batch_size, seed=options.seed,
+                            epoch=epoch, shuffle=options.shuffle, even=options.even_batches,
+                            epoch_batches=options.epoch_batches)
         shuffle = epoch_rng(options.seed, epoch, 1, shard) if options.shuffle else None
         symmetries = self._symmetries(snapshot) if options.augment else None
         loaded: dict[int, RowRange] = {}
@@ -299,6 +343,8 @@ class TrainingStream:
         for index, ids in enumerate(batch_plan(ranges, options.batch_size,
                                                options.shuffle_buffer, shuffle,
                                                drop_last=options.drop_last)):
+            if quota is not None and index >= quota:
+                return
             where = ranges.locate(ids)
             used = np.unique(where)
             if index < skip:  # trained before the save: planned again, never read

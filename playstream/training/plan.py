@@ -43,13 +43,11 @@ def epoch_rng(seed: int, epoch: int, *stream: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, epoch, *stream]))
 
 
-def shard_ranges(file_rows: list[int], range_rows: int, shard: int, num_shards: int, *,
-                 seed: int, epoch: int, shuffle: bool) -> ShardRanges:
-    """Shard ``shard`` of ``num_shards``: every ``num_shards``-th range of the epoch's order."""
+def _epoch_ranges(file_rows: list[int], range_rows: int, *, seed: int, epoch: int,
+                  shuffle: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(file, start, size) of every range of the epoch, in the epoch's order."""
     if range_rows < 1:
         raise LoaderError(f"range_rows must be at least 1, got {range_rows}")
-    if not 0 <= shard < num_shards:
-        raise LoaderError(f"shard {shard} is not in 0..{num_shards - 1}")
     counts = np.asarray(file_rows, dtype=np.int64)
     per_file = -(-counts // range_rows)
     file = np.repeat(np.arange(counts.size, dtype=np.int64), per_file)
@@ -57,12 +55,49 @@ def shard_ranges(file_rows: list[int], range_rows: int, shard: int, num_shards: 
     start = (np.arange(file.size, dtype=np.int64) - first_of_file[file]) * range_rows
     order = (epoch_rng(seed, epoch, 0).permutation(file.size) if shuffle
              else np.arange(file.size))
-    mine = order[shard::num_shards]
-    file, start = file[mine], start[mine]
-    sizes = np.minimum(range_rows, counts[file] - start)
+    file, start = file[order], start[order]
+    return file, start, np.minimum(range_rows, counts[file] - start)
+
+
+def shard_ranges(file_rows: list[int], range_rows: int, shard: int, num_shards: int, *,
+                 seed: int, epoch: int, shuffle: bool) -> ShardRanges:
+    """Shard ``shard`` of ``num_shards``: every ``num_shards``-th range of the epoch's order."""
+    if not 0 <= shard < num_shards:
+        raise LoaderError(f"shard {shard} is not in 0..{num_shards - 1}")
+    file, start, sizes = _epoch_ranges(file_rows, range_rows, seed=seed, epoch=epoch,
+                                       shuffle=shuffle)
+    file, start, sizes = file[shard::num_shards], start[shard::num_shards], \
+        sizes[shard::num_shards]
     base = np.zeros(sizes.size + 1, dtype=np.int64)
     np.cumsum(sizes, out=base[1:])
     return ShardRanges(file=file, start=start, base=base)
+
+
+def shard_quota(file_rows: list[int], range_rows: int, shard: int, workers: int,
+                world_size: int, batch_size: int, *, seed: int, epoch: int, shuffle: bool,
+                even: bool, epoch_batches: int | None) -> int | None:
+    """How many batches shard ``shard`` (worker ``shard % workers`` of rank
+    ``shard // workers``) yields this epoch; None: all its plan holds.
+
+    ``even``: as many as the poorest shard of every rank has full batches, so every rank
+    runs the same number of steps (data-parallel training waits on every rank at every
+    step); the rows past it are left out of this epoch only (another epoch deals the ranges
+    differently). ``epoch_batches`` K: an epoch is at most K batches per rank, split
+    between its workers, so that `set_epoch` (and in follow mode, a newer version) comes
+    every K steps."""
+    quota = None
+    if even:
+        _, _, sizes = _epoch_ranges(file_rows, range_rows, seed=seed, epoch=epoch,
+                                    shuffle=shuffle)
+        num_shards = workers * world_size
+        rows = np.bincount(np.arange(sizes.size) % num_shards, weights=sizes,
+                           minlength=num_shards)
+        quota = int(rows.min()) // batch_size
+    if epoch_batches is not None:
+        worker = shard % workers
+        mine = epoch_batches // workers + (1 if worker < epoch_batches % workers else 0)
+        quota = mine if quota is None else min(quota, mine)
+    return quota
 
 
 def batch_plan(ranges: ShardRanges, batch_size: int, shuffle_buffer: int,

@@ -1,35 +1,51 @@
 """What the loader reads: a snapshot of one dataset, pinned for an epoch.
 
 A source is a dataset file, a folder of shards, a published version folder (it holds
-``manifest.json``) or a finalizer output folder (its ``current`` link names the version). A
+``manifest.json``) or a finalizer output folder (its ``current`` link names the version), or
+the same published in an object store (``s3://bucket/prefix``: a dataset prefix with its
+``current`` object, one version prefix, or a single ``.npz`` with its sidecar manifest). A
 snapshot resolves the source once into plain data (files, row counts, digests), so every
 worker and rank plans its share of the epoch from the same list, and a version the finalizer
 publishes mid-epoch cannot change what the epoch reads: paths name the version folder, never
 ``current``. Only what the ``current`` link points to is read, and a version folder is
 renamed into place only after its files and manifest are complete (publish.py), so a partly
-written version is never seen. Files listed in a manifest are checked against its sha256.
+written version is never seen (in an object store: the ``current`` object is written after
+the version's shards and manifest). Files listed in a manifest are checked against its
+sha256; object-store files are read through a local cache (cache.py), so only manifests name
+them and every one has a sha256.
 """
 from __future__ import annotations
 
 import hashlib
 import os
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
-from playstream.compaction.publish import (CURRENT, MANIFEST_NAME, manifest_sidecar,
-                                           read_manifest)
+from playstream.compaction.publish import (CURRENT, MANIFEST_NAME, current_object_version,
+                                           is_single_file, manifest_sidecar, read_manifest)
 from playstream.dataset import DatasetConfig, read_metadata
-from playstream.errors import DatasetError, LoaderError
+from playstream.errors import DatasetError, InvalidObjectNameError, LoaderError
+from playstream.storage import is_url, open_object, open_storage, validate_name
 
 MAX_FILES = 4096  # shards per snapshot: bounds what is held and shared with the workers
 
 
 @dataclass(frozen=True)
 class ShardFile:
-    path: str
+    path: str  # a local path, or the s3:// URL of an object (read through the cache)
     rows: int
     sha256: str | None  # from the manifest; None: the file's own array checksums are used
+
+    @property
+    def remote(self) -> bool:
+        return is_url(self.path)
+
+    def exists(self) -> bool:
+        if not self.remote:
+            return Path(self.path).is_file()
+        storage, name = open_object(self.path)
+        return storage.exists(name)
 
 
 @dataclass(frozen=True)
@@ -58,12 +74,17 @@ class Snapshot:
 
 
 def is_followable(source: str | os.PathLike[str]) -> bool:
-    """A finalizer output folder: new versions appear behind its ``current`` link."""
+    """A finalizer output folder: new versions appear behind its ``current`` link (object)."""
+    if is_url(source):
+        url = os.fspath(source).rstrip("/")
+        return not is_single_file(url) and open_storage(url).exists(CURRENT)
     return (Path(source) / CURRENT).is_symlink()
 
 
 def resolve(source: str | os.PathLike[str], split: str = "train") -> Snapshot:
     """The snapshot ``source`` publishes now; LoaderError if it holds no file of ``split``."""
+    if is_url(source):
+        return _resolve_object(os.fspath(source).rstrip("/"), split)
     root = Path(source)
     if root.is_file():
         sidecar = manifest_sidecar(root)
@@ -85,19 +106,61 @@ def resolve(source: str | os.PathLike[str], split: str = "train") -> Snapshot:
     return _from_files(files, None)
 
 
-def _from_manifest(manifest: dict[str, Any], folder: Path, version: str | None, split: str,
-                   where: str) -> Snapshot:
+def _resolve_object(url: str, split: str) -> Snapshot:
+    """`resolve` of an ``s3://`` source. The configuration comes from the manifest (reading
+    each file's metadata would mean a request per shard); every reader checks its file
+    against it when it opens the cached copy."""
+    if is_single_file(url):
+        parent = url.rpartition("/")[0]
+        manifest = read_manifest(url)
+        return _from_manifest(manifest, parent, None, split, url, config=_manifest_config(
+            manifest, url), only=url.rpartition("/")[2])
+    version = current_object_version(open_storage(url))
+    folder = f"{url}/{version}" if version else url
+    manifest = read_manifest(folder)
+    return _from_manifest(manifest, folder, version or url.rpartition("/")[2], split, url,
+                          config=_manifest_config(manifest, url))
+
+
+def _manifest_config(manifest: dict[str, Any], where: str) -> DatasetConfig:
+    try:
+        return DatasetConfig.from_metadata(manifest["config"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise DatasetError(f"manifest lacks a valid config: {err}", path=where,
+                           check="manifest") from None
+
+
+def _from_manifest(manifest: dict[str, Any], folder: Path | str, version: str | None,
+                   split: str, where: str, *, config: DatasetConfig | None = None,
+                   only: str | None = None) -> Snapshot:
+    """The manifest's ``split`` files in ``folder`` (a local folder, or a URL prefix whose
+    file names are checked as object names, so a manifest cannot point the loader outside
+    it); ``only`` keeps one file name (a single file's sidecar names just it)."""
     try:
         outputs = [o for o in manifest["outputs"] if o["split"] == split]
-        files = [ShardFile(str(folder / Path(o["file"]).name), int(o["rows"]), o["sha256"])
-                 for o in outputs]
+        files = []
+        for o in outputs:
+            name = PurePosixPath(o["file"]).name
+            if only is not None and name != only:
+                continue
+            if isinstance(folder, str):
+                path = f"{folder}/{validate_name(name)}"
+            else:
+                path = str(folder / name)
+            files.append(ShardFile(path, int(o["rows"]), o["sha256"]))
         produced = sum(int(c["rows"]) for c in manifest["chunks"])
     except (KeyError, TypeError, ValueError) as err:
         raise DatasetError(f"manifest lacks a field the loader needs: {err}", path=where,
                            check="manifest") from None
+    except InvalidObjectNameError as err:
+        raise DatasetError(f"manifest names a file the store cannot hold: {err.message}",
+                           path=where, check="manifest", **err.context) from None
     if not files:
         raise LoaderError(f"the dataset has no {split!r} files", path=where, version=version)
-    return Snapshot(_bounded(files, where), _config_of(files), version, produced)
+    if any(f.remote and f.sha256 is None for f in files):
+        raise DatasetError("an object-store manifest entry has no sha256", path=where,
+                           check="manifest")
+    return Snapshot(_bounded(files, where), config or _config_of(files), version, produced)
 
 
 def _from_files(paths: list[Path], version: str | None) -> Snapshot:
