@@ -13,6 +13,11 @@ Memory does not grow with the dataset. The passes are:
    two-phase external shuffle (KataGo's shuffle.py): a scatter into bucket files on disk,
    then each bucket is loaded alone, permuted and written.
 
+Rows move with their planes packed (`PackedRows`) under one storage merged from the chunks'
+(`Planes.merge`), so a format 3 chunk stored that way goes to the outputs without being
+unpacked to dense float32 (on square19 27 times its bytes) and packed again; only a dense
+chunk, one stored otherwise, or a dense output converts, block by block.
+
 Each pass holds one chunk's small columns, or a few row blocks sized from
 ``memory_budget_bytes``. The one thing that grows with the data is the dedup set: 16 bytes per
 distinct game (a sorted digest array; twice that for a moment while two levels merge). The
