@@ -15,7 +15,8 @@ from playstream.chunks import ChunkStore, ChunkWriter, SealedChunk
 from playstream.compaction import (AllRows, CompactOptions, FixedWindow, KataGoWindow, compact,
                                   parse_window, read_manifest)
 from playstream.digests import DigestSet
-from playstream.dataset import DatasetConfig, RowBatch, load_npz_dataset, read_metadata
+from playstream.dataset import (DatasetConfig, NPZDatasetWriter, RowBatch, load_npz_dataset,
+                                read_metadata)
 from playstream.dataset.config import encoder_scope
 from playstream.dataset.archive import Archive
 from playstream.errors import ChunkError, ConfigMismatchError, PlaystreamError
@@ -267,6 +268,59 @@ def test_shuffle_is_a_seeded_permutation(store: ChunkStore, tmp_path: Path) -> N
     position = {k: i for i, k in enumerate(keys(first))}
     spread = [position[("g0", m)] for m in range(20)]
     assert max(spread) - min(spread) > len(first) // 4
+
+
+def test_chunks_that_store_their_planes_differently_compact_to_the_same_rows(
+        store: ChunkStore, tmp_path: Path) -> None:
+    """Each chunk stores a channel by what its own rows hold (bits, once, float); compaction
+    moves the rows packed under one storage that holds every chunk exactly, a dense
+    (format 2) chunk included."""
+    mask = (np.arange(16).reshape(4, 4) % 3 == 0).astype(np.float32)
+
+    def planes(game_id: str, seed: int, a_bits: bool, c_bits: bool, b: np.ndarray) -> RowBatch:
+        rows = game_rows(game_id, 6, seed)
+        rng = np.random.default_rng(seed + 50)
+        rows.features[:, 0] = rng.integers(0, 2, (6, 4, 4)) if a_bits else 0.0
+        rows.features[:, 1] = b
+        if c_bits:
+            rows.features[:, 2] = rng.integers(0, 2, (6, 4, 4))
+        return rows
+
+    def add(games: list[RowBatch]) -> list[SealedChunk]:
+        writer = ChunkWriter(store, "a+0", SCOPE, max_rows=6)  # a chunk per game
+        try:
+            start, sealed = writer.next_position, []
+            for i, rows in enumerate(games):
+                sealed += writer.add(start + i, CONFIG, rows, game_id=str(rows.game_id[0]))
+            return sealed + writer.finalize()
+        finally:
+            writer.close()
+
+    def storage_of(name: str) -> dict[str, list[int]]:
+        return read_metadata(tmp_path / name / "current" / "train.npz")["feature_storage"]
+
+    sealed = add([planes("g0", 0, True, False, mask), planes("g1", 1, False, True, mask),
+                  planes("g2", 2, False, True, mask)])
+    assert [read_metadata(c.path)["feature_storage"] for c in sealed[:2]] == [
+        {"bits": [0], "float": [2], "constant": [1]},
+        {"bits": [2], "float": [], "constant": [0, 1]}]
+    dense = sealed[2].path
+    meta = read_metadata(dense)
+    rows = load_npz_dataset(dense).rows
+    with NPZDatasetWriter(dense, DatasetConfig.from_metadata(meta), format_version=2,
+                          extra_metadata=meta["extra"]) as writer:
+        writer.write(rows)
+    want = chunk_rows(sealed)
+    for shuffle in (False, True):
+        name = f"out-{shuffle}"
+        compact(store, KEY, tmp_path / name, CompactOptions(shuffle=shuffle, seed=3))
+        assert_same_rows(published(tmp_path / name), want)
+        assert storage_of(name) == {"bits": [0], "float": [2], "constant": [1]}
+    # A chunk whose channel 1 is another constant plane: the channel is bits from now on.
+    sealed += add([planes("g3", 3, True, True, 1 - mask)])
+    compact(store, KEY, tmp_path / "again", CompactOptions(shuffle=True, seed=3))
+    assert_same_rows(published(tmp_path / "again"), chunk_rows(sealed))
+    assert storage_of("again") == {"bits": [0, 1], "float": [2], "constant": []}
 
 
 def test_split_by_game_hash_is_disjoint_and_stable(store: ChunkStore, tmp_path: Path) -> None:

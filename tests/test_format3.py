@@ -11,6 +11,7 @@ import pytest
 
 from playstream.dataset import (NPZDatasetWriter, RowBatch, iter_row_batches, load_npz_dataset,
                                 open_rows, read_metadata, validate_npz_dataset)
+from playstream.dataset.packing import FeatureStorage, Planes
 from playstream.errors import DatasetError
 from test_dataset_format import (CONFIG, _data_offset, assert_same_rows, checksum, failed,
                                  make_batch, save_by_hand)
@@ -206,3 +207,43 @@ def test_a_range_writes_chosen_rows_moved_into_a_buffer(
         with pytest.raises(DatasetError, match="C-contiguous"):
             part.gather_features(np.empty((9, 64, 6), np.float32).transpose(0, 2, 1),
                                  rows)
+
+
+def test_nan_in_packed_planes_is_found_where_the_dense_rows_show_it(
+        tmp_path: Path, packed: tuple[Path, RowBatch]) -> None:
+    """The validator checks format 3's planes as stored: a NaN in a float channel at its row,
+    in a constant plane at row 0 (every row holds it)."""
+    arrays, meta = _arrays_and_metadata(packed[0])
+    arrays["features_float"][13, 1, 2, 3] = np.nan
+    report = validate_npz_dataset(save_by_hand(tmp_path / "float.npz", arrays, meta))
+    assert failed(report) == {"finite": ("features", 13)}
+    arrays["features_constant"][0, 4, 4] = np.inf
+    report = validate_npz_dataset(save_by_hand(tmp_path / "constant.npz", arrays, meta))
+    assert failed(report) == {"finite": ("features", 0)}
+
+
+def test_a_writer_with_fixed_planes_stores_them_so_and_refuses_what_they_cannot_hold(
+        tmp_path: Path, rng: np.random.Generator) -> None:
+    planes = Planes(FeatureStorage(bits=(0, 2, 5, 1), floats=(3, 4), constant=()),
+                    np.zeros((0, 8, 8), np.float32))
+    rows = [batch_with(rng, 6, "a-"), batch_with(rng, 3, "b-")]
+    path = write(tmp_path / "fixed.npz", rows, planes=planes)
+    # Channel 1 is the same mask in every row but stays bits, as the planes say.
+    assert read_metadata(path)["feature_storage"] == {"bits": [0, 2, 5, 1], "float": [3, 4],
+                                                      "constant": []}
+    assert_same_rows(load_npz_dataset(path).rows, RowBatch.concat(rows))
+    assert validate_npz_dataset(path).ok
+    half, nan = batch_with(rng, 4, "c-"), batch_with(rng, 4, "d-")
+    half.features[2, 5, 0, 0] = 0.5
+    nan.features[3, 4, 1, 1] = np.nan
+    writer = NPZDatasetWriter(tmp_path / "refused.npz", CONFIG, planes=planes)
+    writer.write(rows[0])
+    with pytest.raises(DatasetError, match="other than 0 and 1") as err:
+        writer.write(half)
+    assert err.value.check == "packing"
+    with pytest.raises(DatasetError) as err:
+        writer.write(nan)
+    assert (err.value.check, err.value.array, err.value.row) == ("finite", "features", 9)
+    writer.write(rows[1])  # refused rows leave nothing behind
+    writer.close()
+    assert_same_rows(load_npz_dataset(tmp_path / "refused.npz").rows, RowBatch.concat(rows))

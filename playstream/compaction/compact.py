@@ -13,6 +13,11 @@ Memory does not grow with the dataset. The passes are:
    two-phase external shuffle (KataGo's shuffle.py): a scatter into bucket files on disk,
    then each bucket is loaded alone, permuted and written.
 
+Rows move with their planes packed (`PackedRows`) under one storage merged from the chunks'
+(`Planes.merge`), so a format 3 chunk stored that way goes to the outputs without being
+unpacked to dense float32 (on square19 27 times its bytes) and packed again; only a dense
+chunk, one stored otherwise, or a dense output converts, block by block.
+
 Each pass holds one chunk's small columns, or a few row blocks sized from
 ``memory_budget_bytes``. The one thing that grows with the data is the dedup set: 16 bytes per
 distinct game (a sorted digest array; twice that for a moment while two levels merge). The
@@ -41,11 +46,15 @@ from playstream.compaction.publish import (SPLITS, ChunkEntry, ObjectPublication
                                           Publication, QuarantinedChunk, build_manifest,
                                           is_object_url, is_single_file, open_publication)
 from playstream.compaction.windows import AllRows, WindowPolicy
-from playstream.dataset import (DatasetConfig, NPZDatasetWriter, RowBatch, iter_row_batches,
-                                load_npz_dataset, read_metadata, validate_npz_dataset)
+from playstream.dataset import (DatasetConfig, NPZDatasetWriter, RowBatch, read_metadata,
+                                validate_npz_dataset)
 from playstream.dataset.checks import row_shape
-from playstream.dataset.schema import (BATCH_ARRAYS, FIXED_DTYPES, FORMAT_VERSION,
-                                       WRITABLE_VERSIONS, game_id_dtype)
+from playstream.dataset.layout import open_layout
+from playstream.dataset.packing import PackedRows, Planes, packed_width
+from playstream.dataset.reader import iter_packed_row_batches, read_planes
+from playstream.dataset.schema import (BATCH_ARRAYS, DENSE_FORMAT_VERSIONS, FEATURE_CONSTANT,
+                                       FIXED_DTYPES, FORMAT_VERSION, WRITABLE_VERSIONS,
+                                       game_id_dtype)
 from playstream.digests import DIGEST_BYTES, DIGEST_DTYPE, DigestSet
 from playstream.errors import (ChunkError, ConfigMismatchError, DatasetError,
                                EmptyResultError, PlaystreamError)
@@ -145,7 +154,8 @@ class _Chunk:
     selection: Path  # uint8 code per row (UNUSED/TRAIN/VAL) in the work folder
     skipped: int  # records of the chunk's range skipped when it was written
     move_digests: dict[str, str]  # game_id -> hex digest of its moves (chunk metadata)
-    row_bytes: int = 0  # uncompressed bytes of one row, on average
+    planes: Planes  # how the chunk stores its planes (observed for a dense chunk)
+    row_bytes: int = 0  # stored bytes of one row, on average (planes packed, unless dense)
     usable: int = 0
     used: int = 0
     split_rows: dict[str, int] = field(default_factory=dict)  # used rows by split
@@ -304,7 +314,8 @@ def _verified_chunks(store: ChunkStore, key: str, work: Path, budget: int
                              int(meta["rows"]), digest,
                              work / f"{index:08d}.selection.npy", chunk_meta.skipped_count,
                              {g: d for g, d in zip(chunk_meta.games, chunk_meta.moves_digests)
-                              if d is not None}))
+                              if d is not None},
+                             read_planes(path, _block_rows(budget, chunk_config, 0))))
     if config is None:
         raise ChunkError(f"no valid sealed chunk for configuration {key} "
                          f"({len(quarantined)} quarantined)", config=key)
@@ -334,12 +345,23 @@ def _checked_chunk(path: Path, name: ChunkName, budget: int
 
 def _small_columns(chunk: _Chunk) -> tuple[np.ndarray, np.ndarray]:
     """game_id and move_number of a chunk, read through a memory map so that no other array
-    is read (chunk writers store chunks uncompressed); also records the chunk's bytes per
-    row, which size row blocks and shuffle buckets."""
-    rows = load_npz_dataset(chunk.path, verify=False, mmap=True).rows
-    chunk.row_bytes = math.ceil(sum(getattr(rows, name).nbytes for name in BATCH_ARRAYS)
-                                / max(1, len(rows)))
-    return np.array(rows.game_id), np.array(rows.move_number)
+    is read (chunk writers store chunks uncompressed); also records the chunk's stored bytes
+    per row, which size the shuffle buckets."""
+    with open_layout(chunk.path) as layout:
+        rows = max(1, layout.rows)
+        chunk.row_bytes = math.ceil(sum(layout.members[name].nbytes for name in layout.arrays
+                                        if name != FEATURE_CONSTANT) / rows)
+        game_id, move = (np.array(layout.archive.memmap(layout.members[name]))
+                         for name in ("game_id", "move_number"))
+        return game_id, move
+
+
+def _block_rows(budget: int, config: DatasetConfig, row_bytes: int) -> int:
+    """Rows per block of ``row_bytes`` stored bytes: a block may be unpacked to dense planes
+    (read from a dense chunk, moved to another storage, written dense), next to its form as
+    read, selected and split."""
+    dense = 4 * len(config.channels) * config.height * config.width
+    return max(1, budget // BLOCK_FRACTION // (row_bytes + dense))
 
 
 # -- 2. usable rows -------------------------------------------------------------------------
@@ -431,12 +453,13 @@ class _SplitSink:
     (``train-00000.npz``, ...). A split always gets at least one (possibly empty) file."""
 
     def __init__(self, split: str, pub: Publication | ObjectPublication, config: DatasetConfig,
-                 options: CompactOptions, block_rows: int, extra: dict[str, Any],
-                 counter: _Counter) -> None:
+                 planes: Planes, options: CompactOptions, block_rows: int,
+                 extra: dict[str, Any], counter: _Counter) -> None:
         self.split = split
         self._counter = counter
         self._pub = pub
         self._config = config
+        self._planes = None if options.format_version in DENSE_FORMAT_VERSIONS else planes
         self._options = options
         self._block_rows = block_rows
         self._extra = extra
@@ -450,9 +473,9 @@ class _SplitSink:
                                 dense_policy=self._options.dense_policy,
                                 compress=self._options.compress,
                                 format_version=self._options.format_version,
-                                extra_metadata=self._extra)
+                                planes=self._planes, extra_metadata=self._extra)
 
-    def write(self, batch: RowBatch) -> None:
+    def write(self, batch: PackedRows) -> None:
         """Append in pieces of at most one block (the dense policy of a piece is built in
         memory) and never across a shard boundary."""
         done = 0
@@ -497,7 +520,9 @@ def _write(chunks: list[_Chunk], config: DatasetConfig, options: CompactOptions,
     row_bytes = max((c.row_bytes for c in chunks if c.used), default=1)
     if options.dense_policy:
         row_bytes += 4 * config.policy_size
-    block_rows = max(1, budget // BLOCK_FRACTION // row_bytes)
+    block_rows = _block_rows(budget, config, row_bytes)
+    # One storage for every output, so that rows move packed from chunk to file.
+    planes = Planes.merge([c.planes for c in chunks if c.used] or [chunks[0].planes])
     extra: dict[str, Any] = {}
     if pub.single_file:
         # The file carries its manifest; everything in it is known before the first row.
@@ -509,13 +534,13 @@ def _write(chunks: list[_Chunk], config: DatasetConfig, options: CompactOptions,
                                            [c.entry() for c in chunks], quarantined, planned,
                                            {"train": train_games}, duplicates)
     splits = SPLITS if options.val_fraction > 0 else SPLITS[:1]
-    sinks = {s: _SplitSink(s, pub, config, options, block_rows, extra, counter)
+    sinks = {s: _SplitSink(s, pub, config, planes, options, block_rows, extra, counter)
              for s in splits}
     try:
         if options.shuffle:
-            _shuffled_write(chunks, config, sinks, options, pub.work_dir, block_rows)
+            _shuffled_write(chunks, config, planes, sinks, options, pub.work_dir, block_rows)
         else:
-            for rows, codes in _selected_rows(chunks, block_rows):
+            for rows, codes in _selected_rows(chunks, block_rows, planes):
                 for split, part in _by_split(rows, codes):
                     sinks[split].write(part)
         for sink in sinks.values():
@@ -535,16 +560,17 @@ def _describe_output(path: Path, split: str, rows: int,
     return OutputEntry(name, split, rows, games, file_sha256(path), path.stat().st_size)
 
 
-def _selected_rows(chunks: list[_Chunk], block_rows: int
-                   ) -> Iterator[tuple[RowBatch, np.ndarray]]:
-    """The used rows in chunk order, in blocks, with their split codes. Each chunk is read
-    to its end, so its checksums are verified before anything derived from it is published."""
+def _selected_rows(chunks: list[_Chunk], block_rows: int, planes: Planes
+                   ) -> Iterator[tuple[PackedRows, np.ndarray]]:
+    """The used rows in chunk order, in blocks, stored under ``planes``, with their split
+    codes. Each chunk is read to its end, so its checksums are verified before anything
+    derived from it is published."""
     for chunk in chunks:
         if not chunk.used:
             continue
         codes = np.load(chunk.selection, allow_pickle=False)
         start = 0
-        for batch in iter_row_batches(chunk.path, block_rows):
+        for batch in iter_packed_row_batches(chunk.path, block_rows, planes):
             part = codes[start:start + len(batch)]
             start += len(batch)
             picked = np.flatnonzero(part)
@@ -552,55 +578,70 @@ def _selected_rows(chunks: list[_Chunk], block_rows: int
                 yield (batch if picked.size == len(batch) else batch.take(picked)), part[picked]
 
 
-def _by_split(rows: RowBatch, codes: np.ndarray) -> Iterator[tuple[str, RowBatch]]:
+def _by_split(rows: PackedRows, codes: np.ndarray) -> Iterator[tuple[str, PackedRows]]:
     for split, code in _CODES.items():
         mine = np.flatnonzero(codes == code)
         if mine.size:
             yield split, rows if mine.size == len(rows) else rows.take(mine)
 
 
+# Arrays of a bucket piece: the packed planes, then every other array of the rows.
+_PIECE_ARRAYS = ("bits", "floats") + tuple(n for n in BATCH_ARRAYS if n != "features")
+
+
 class _Buckets:
     """Bucket files of one split for the external shuffle. A bucket file is a sequence of
     pieces: (rows, policy entries, game_id width) as three int64, then the raw bytes of each
-    array of a RowBatch in BATCH_ARRAYS order. Pieces are small when there are many buckets,
-    so they carry no per-array .npy header to parse: dtypes and shapes follow from the format
-    and the configuration."""
+    array of `_PIECE_ARRAYS`, planes packed as in the outputs. Pieces are small when there
+    are many buckets, so they carry no per-array .npy header to parse: dtypes and shapes
+    follow from the format, the configuration and the planes."""
 
-    def __init__(self, folder: Path, count: int, config: DatasetConfig) -> None:
+    def __init__(self, folder: Path, count: int, config: DatasetConfig, planes: Planes) -> None:
         folder.mkdir()
         self.paths = [folder / f"{b:06d}.bucket" for b in range(count)]
         self._config = config
+        self._planes = planes
 
-    def scatter(self, rows: RowBatch, rng: np.random.Generator) -> None:
+    def scatter(self, rows: PackedRows, rng: np.random.Generator) -> None:
         target = rng.integers(0, len(self.paths), size=len(rows))
         order = np.argsort(target, kind="stable")
         bounds = np.searchsorted(target[order], np.arange(len(self.paths) + 1))
         for b in np.flatnonzero(np.diff(bounds)):
             piece = rows.take(order[bounds[b]:bounds[b + 1]])
             with open(self.paths[b], "ab") as fh:
-                fh.write(np.array([len(piece), piece.nnz, piece.game_id.dtype.itemsize // 4],
-                                  np.int64).tobytes())
-                for name in BATCH_ARRAYS:
-                    fh.write(np.ascontiguousarray(getattr(piece, name)).reshape(-1)
-                             .view(np.uint8).data)
+                fh.write(np.array([len(piece), piece.rows.nnz,
+                                   piece.rows.game_id.dtype.itemsize // 4], np.int64).tobytes())
+                for name in _PIECE_ARRAYS:
+                    arr = getattr(piece, name) if name in ("bits", "floats") \
+                        else getattr(piece.rows, name)
+                    fh.write(np.ascontiguousarray(arr).reshape(-1).view(np.uint8).data)
 
     def _piece_arrays(self, rows: int, nnz: int, width: int
                       ) -> list[tuple[str, np.dtype, tuple[int, ...]]]:
+        config, storage = self._config, self._planes.storage
+        planes = {"bits": (np.dtype(np.uint8), (rows, len(storage.bits),
+                                                packed_width(config.height * config.width))),
+                  "floats": (FIXED_DTYPES["features"],
+                             (rows, len(storage.floats), config.height, config.width))}
         out = []
-        for name in BATCH_ARRAYS:
+        for name in _PIECE_ARRAYS:
+            if name in planes:
+                out.append((name, *planes[name]))
+                continue
             shape = ((rows + 1,) if name == "policy_indptr"
                      else (nnz,) if name in ("policy_indices", "policy_values")
-                     else (rows,) + row_shape(name, self._config))
+                     else (rows,) + row_shape(name, config))
             out.append((name, game_id_dtype(width) if name == "game_id"
                         else FIXED_DTYPES[name], shape))
         return out
 
-    def load(self, b: int) -> RowBatch | None:
+    def load(self, b: int) -> PackedRows | None:
         """The rows of bucket ``b``, in scatter order; the file is removed."""
         path = self.paths[b]
         if not path.exists():
             return None
         pieces = []
+        config = self._config
         with open(path, "rb") as fh:
             while head := fh.read(24):
                 layout = self._piece_arrays(*(int(v) for v in np.frombuffer(head, np.int64)))
@@ -614,12 +655,15 @@ class _Buckets:
                     count = math.prod(shape)
                     arrays[name] = np.frombuffer(data, dtype, count, offset).reshape(shape)
                     offset += count * dtype.itemsize
-                pieces.append(RowBatch(**arrays))
+                bits, floats = arrays.pop("bits"), arrays.pop("floats")
+                none = np.empty((bits.shape[0], 0, config.height, config.width), np.float32)
+                pieces.append(PackedRows(self._planes, bits, floats,
+                                         RowBatch(features=none, **arrays)))
         path.unlink()
-        return pieces[0] if len(pieces) == 1 else RowBatch.concat(pieces)
+        return pieces[0] if len(pieces) == 1 else PackedRows.concat(pieces)
 
 
-def _shuffled_write(chunks: list[_Chunk], config: DatasetConfig,
+def _shuffled_write(chunks: list[_Chunk], config: DatasetConfig, planes: Planes,
                     sinks: dict[str, _SplitSink], options: CompactOptions, work: Path,
                     block_rows: int) -> None:
     """Scatter every used row to a random bucket of its split, then permute each bucket in
@@ -631,8 +675,8 @@ def _shuffled_write(chunks: list[_Chunk], config: DatasetConfig,
     for split in sinks:
         split_bytes = sum(c.split_rows.get(split, 0) * c.row_bytes for c in chunks)
         buckets[split] = _Buckets(work / f"buckets-{split}",
-                                  max(1, math.ceil(split_bytes / bucket_bytes)), config)
-    for rows, codes in _selected_rows(chunks, block_rows):
+                                  max(1, math.ceil(split_bytes / bucket_bytes)), config, planes)
+    for rows, codes in _selected_rows(chunks, block_rows, planes):
         for split, part in _by_split(rows, codes):
             buckets[split].scatter(part, rng)
     for split, split_buckets in buckets.items():

@@ -74,13 +74,8 @@ def _finite(batch: RowBatch, dense: np.ndarray | None, row_offset: int,
             path: str | None) -> DatasetError | None:
     for name in FLOAT_ARRAYS:
         arr = dense if name == DENSE_POLICY else getattr(batch, name)
-        # A float64 sum of float32 values cannot overflow, so it is finite exactly when every
-        # element is: one cheap pass, and the per-row search only runs on a bad block.
-        if arr is None:
+        if arr is None or _all_finite(arr):
             continue
-        with np.errstate(invalid="ignore"):  # inf + -inf: the NaN sum is the answer
-            if np.isfinite(arr.sum(dtype=np.float64)):
-                continue
         if name == "policy_values":
             entry = int(np.flatnonzero(~np.isfinite(arr))[0])
             row = int(_entry_rows(batch)[entry])
@@ -89,6 +84,28 @@ def _finite(batch: RowBatch, dense: np.ndarray | None, row_offset: int,
         return DatasetError("holds NaN or Inf", path=path, array=name, row=row_offset + row,
                             check="finite")
     return None
+
+
+def planes_problem(floats: np.ndarray, constant: np.ndarray, row_offset: int,
+                   path: str | None) -> DatasetError | None:
+    """The finite check of packed planes (format 3's float channels [N, Cf, H, W] and the
+    constant planes every row shares): bits hold 0 or 1 by construction, so only these can
+    hold NaN or Inf. Reported on ``features`` at the row the dense rows would show it."""
+    if floats.shape[0] and not _all_finite(constant):
+        bad = 0
+    elif not _all_finite(floats):
+        bad = int(np.flatnonzero(~np.isfinite(_per_row(floats)).all(axis=1))[0])
+    else:
+        return None
+    return DatasetError("holds NaN or Inf", path=path, array="features", row=row_offset + bad,
+                        check="finite")
+
+
+def _all_finite(arr: np.ndarray) -> bool:
+    # A float64 sum of float32 values cannot overflow, so it is finite exactly when every
+    # element is: one cheap pass, and the per-row search only runs on a bad block.
+    with np.errstate(invalid="ignore"):  # inf + -inf: the NaN sum is the answer
+        return bool(np.isfinite(arr.sum(dtype=np.float64)))
 
 
 def _value_range(batch: RowBatch, row_offset: int, path: str | None) -> DatasetError | None:

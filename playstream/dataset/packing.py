@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from playstream.dataset.batch import RowBatch
 from playstream.errors import DatasetError
 
 _KINDS = ("bits", "float", "constant")
@@ -185,6 +186,124 @@ def _move(out: np.ndarray, route: _Route, planes: np.ndarray, cells: np.ndarray 
         out[:, route.targets] = planes
 
 
+@dataclass(frozen=True)
+class Planes:
+    """How the planes of some rows are stored: the channel kinds and the constant planes
+    (float32 [Cc, H, W]) they share."""
+
+    storage: FeatureStorage
+    constant: np.ndarray
+
+    def same_as(self, other: Planes) -> bool:
+        return self.storage == other.storage and np.array_equal(self.constant, other.constant)
+
+    @classmethod
+    def merge(cls, parts: Sequence[Planes]) -> Planes:
+        """One storage that holds the rows of every part exactly: a channel stays constant if
+        it is the same plane in every part, is bits if it holds only 0 and 1 in every part,
+        and is float otherwise (a part stores a channel as float only when it is not binary
+        there)."""
+        if not parts:
+            raise DatasetError("merge needs at least one part", check="arguments")
+        first = parts[0].storage
+        channels = len(first.bits) + len(first.floats) + len(first.constant)
+        binary, constant = np.ones(channels, bool), np.ones(channels, bool)
+        planes: dict[int, np.ndarray] = {}
+        for part in parts:
+            kinds = part.storage
+            binary[list(kinds.floats)] = False
+            constant[list(kinds.bits + kinds.floats)] = False
+            for c, plane in zip(kinds.constant, part.constant):
+                binary[c] &= bool(((plane == 0) | (plane == 1)).all())
+                if not np.array_equal(planes.setdefault(c, plane), plane):
+                    constant[c] = False
+        storage = FeatureStorage.decide(binary, constant)
+        shape = (len(storage.constant),) + parts[0].constant.shape[1:]
+        return cls(storage, np.array([planes[c] for c in storage.constant],
+                                     np.float32).reshape(shape))
+
+
+@dataclass(frozen=True, eq=False)
+class PackedRows:
+    """Rows whose planes stay as format 3 stores them: what compaction moves, a fraction of
+    the dense bytes (on square19 a twenty-seventh), so rows are unpacked only by readers that
+    need the planes. ``rows`` holds every other array; its ``features`` are an empty
+    [N, 0, H, W] so that RowBatch's checks, ``take`` and ``concat`` serve the rest."""
+
+    planes: Planes
+    bits: np.ndarray  # uint8 [N, Cb, ceil(H*W/8)]
+    floats: np.ndarray  # float32 [N, Cf, H, W]
+    rows: RowBatch
+
+    def __post_init__(self) -> None:
+        n, (_, _, h, w) = len(self.rows), self.rows.features.shape
+        storage = self.planes.storage
+        want = {"bits": (np.dtype(np.uint8), (n, len(storage.bits), packed_width(h * w))),
+                "floats": (np.dtype("<f4"), (n, len(storage.floats), h, w))}
+        for name, (dtype, shape) in want.items():
+            arr = getattr(self, name)
+            if arr.dtype != dtype or arr.shape != shape:
+                raise DatasetError(f"packed planes {arr.dtype.str} {arr.shape}, expected "
+                                   f"{dtype.str} {shape}", array=name, check="shapes")
+        if self.rows.features.shape[1] != 0:
+            raise DatasetError("the rows of packed planes must hold no dense planes",
+                               array="features", check="shapes")
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def nbytes(self) -> int:
+        return (self.bits.nbytes + self.floats.nbytes
+                + sum(getattr(self.rows, name).nbytes for name in self.rows.__dataclass_fields__))
+
+    @classmethod
+    def from_dense(cls, rows: RowBatch, planes: Planes) -> PackedRows:
+        """``rows`` stored under ``planes``; refuses rows that it cannot hold exactly (a bit
+        channel holding another value than 0 or 1, a constant channel another plane)."""
+        storage, features = planes.storage, rows.features
+        bits = features[:, list(storage.bits)]
+        if not ((bits == 0) | (bits == 1)).all():
+            raise DatasetError("a channel stored as bits holds a value other than 0 and 1",
+                               array="features", check="packing")
+        if not (features[:, list(storage.constant)] == planes.constant[None]).all():
+            raise DatasetError("a channel stored once differs from its constant plane",
+                               array="features", check="packing")
+        return cls(planes, storage.pack_bits(features), storage.floats_of(features),
+                   _without_planes(rows))
+
+    def unpacked(self) -> RowBatch:
+        """The dense rows."""
+        _, _, h, w = self.rows.features.shape
+        features = self.planes.storage.unpack(self.bits, self.floats, self.planes.constant, h, w)
+        fields = {name: getattr(self.rows, name) for name in self.rows.__dataclass_fields__}
+        return RowBatch(**{**fields, "features": features})
+
+    def stored_as(self, planes: Planes) -> PackedRows:
+        """The same rows under ``planes`` (no copy when they are stored that way already)."""
+        return self if self.planes.same_as(planes) else PackedRows.from_dense(self.unpacked(),
+                                                                              planes)
+
+    def take(self, index: np.ndarray) -> PackedRows:
+        return PackedRows(self.planes, self.bits[index], self.floats[index],
+                          self.rows.take(index))
+
+    @classmethod
+    def concat(cls, parts: Sequence[PackedRows]) -> PackedRows:
+        """The rows of ``parts`` in order; every part must be stored the same way."""
+        if not parts or any(not p.planes.same_as(parts[0].planes) for p in parts[1:]):
+            raise DatasetError("concat needs parts stored the same way", check="arguments")
+        return cls(parts[0].planes, np.concatenate([p.bits for p in parts]),
+                   np.concatenate([p.floats for p in parts]),
+                   RowBatch.concat([p.rows for p in parts]))
+
+
+def _without_planes(rows: RowBatch) -> RowBatch:
+    n, _, h, w = rows.features.shape
+    fields = {name: getattr(rows, name) for name in rows.__dataclass_fields__}
+    return RowBatch(**{**fields, "features": np.empty((n, 0, h, w), np.float32)})
+
+
 class ChannelObserver:
     """Follows, batch by batch, which channels are binary and which are constant."""
 
@@ -205,3 +324,9 @@ class ChannelObserver:
         if self.first_row is None:  # no rows: nothing is constant, every channel is bits
             return FeatureStorage.decide(self.binary, np.zeros_like(self.constant))
         return FeatureStorage.decide(self.binary, self.constant)
+
+    def planes(self, height: int, width: int) -> Planes:
+        storage = self.storage()
+        constant = (storage.constant_of(self.first_row) if self.first_row is not None
+                    else np.zeros((0, height, width), np.float32))
+        return Planes(storage, constant)

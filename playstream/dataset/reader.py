@@ -15,8 +15,9 @@ from playstream.dataset.archive import Archive
 from playstream.dataset.batch import RowBatch
 from playstream.dataset.config import DatasetConfig
 from playstream.dataset.layout import open_layout
-from playstream.dataset.rowblocks import (compare_checksums, iter_blocks, member_streams,
-                                          verify_checksums)
+from playstream.dataset.packing import ChannelObserver, PackedRows, Planes
+from playstream.dataset.rowblocks import (compare_checksums, iter_blocks, iter_packed_blocks,
+                                          member_streams, verify_checksums)
 from playstream.dataset.schema import (BATCH_ARRAYS, DENSE_POLICY, FEATURE_BITS,
                                        FEATURE_CONSTANT, FEATURE_FLOATS, METADATA)
 from playstream.errors import DatasetError
@@ -70,6 +71,32 @@ def iter_row_batches(path: str | Path, batch_rows: int, *, verify: bool = True
     with open_layout(path) as layout:
         for _, rows, _ in iter_blocks(layout, batch_rows, verify=verify):
             yield rows
+
+
+def iter_packed_row_batches(path: str | Path, batch_rows: int, planes: Planes, *,
+                            verify: bool = True) -> Iterator[PackedRows]:
+    """`iter_row_batches` with the planes stored under ``planes``: as read from a format 3
+    file that stores them so, converted otherwise (dense files are packed on the way)."""
+    with open_layout(path) as layout:
+        if layout.storage is None:
+            for _, rows, _ in iter_blocks(layout, batch_rows, verify=verify):
+                yield PackedRows.from_dense(rows, planes)
+        else:
+            for _, packed, _ in iter_packed_blocks(layout, batch_rows, verify=verify):
+                yield packed.stored_as(planes)
+
+
+def read_planes(path: str | Path, batch_rows: int) -> Planes:
+    """How ``path`` stores its planes: from the metadata and the constant planes of a
+    format 3 file; observed over the rows of a dense one (in batches, unverified)."""
+    with open_layout(path) as layout:
+        if layout.storage is not None:
+            with member_streams(layout, verify=False) as streams:
+                return Planes(layout.storage, streams[FEATURE_CONSTANT].read_all())
+        observer = ChannelObserver(len(layout.config.channels))
+        for _, rows, _ in iter_blocks(layout, batch_rows, verify=False):
+            observer.observe(rows.features)
+        return observer.planes(layout.config.height, layout.config.width)
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from playstream.dataset.archive import MemberStream
 from playstream.dataset.batch import RowBatch
 from playstream.dataset.checks import csr_problem
 from playstream.dataset.layout import Layout
+from playstream.dataset.packing import PackedRows, Planes
 from playstream.dataset.schema import (DENSE_POLICY, FEATURE_BITS, FEATURE_CONSTANT,
                                        FEATURE_FLOATS, PER_ROW_ARRAYS, per_row_arrays)
 from playstream.errors import DatasetError
@@ -36,41 +37,66 @@ def iter_blocks(layout: Layout, block_rows: int, *, verify: bool
     """Yield (first row, rows, stored dense policy of those rows or None). With ``verify`` the
     checksums are compared after the last block: a DatasetError then ends the iteration, so a
     consumer that writes what it reads must not publish before the iterator is exhausted."""
+    with member_streams(layout, verify=verify) as streams:
+        yield from _blocks(layout, streams, block_rows, features_reader(layout, streams))
+        if verify:
+            compare_checksums(layout, streams)
+
+
+def iter_packed_blocks(layout: Layout, block_rows: int, *, verify: bool
+                       ) -> Iterator[tuple[int, PackedRows, np.ndarray | None]]:
+    """`iter_blocks` for a format 3 file, with the planes as stored (not unpacked)."""
+    storage, config = layout.storage, layout.config
+    if storage is None:
+        raise DatasetError("has dense planes (format 1 or 2), not packed ones",
+                           path=layout.path, check="arguments")
+    with member_streams(layout, verify=verify) as streams:
+        planes = Planes(storage, streams[FEATURE_CONSTANT].read_all())
+
+        def none(count: int) -> np.ndarray:
+            return np.empty((count, 0, config.height, config.width), np.float32)
+
+        for start, rows, dense in _blocks(layout, streams, block_rows, none):
+            yield start, PackedRows(planes, streams[FEATURE_BITS].read(len(rows)),
+                                    streams[FEATURE_FLOATS].read(len(rows)), rows), dense
+        if verify:
+            compare_checksums(layout, streams)
+
+
+def _blocks(layout: Layout, streams: dict[str, MemberStream], block_rows: int,
+            read_features: Callable[[int], np.ndarray]
+            ) -> Iterator[tuple[int, RowBatch, np.ndarray | None]]:
     if block_rows < 1:
         raise DatasetError(f"block_rows must be at least 1, got {block_rows}",
                            path=layout.path, check="arguments")
-    with member_streams(layout, verify=verify) as streams:
-        read_features = features_reader(layout, streams)
-        end = int(streams["policy_indptr"].read(1)[0])
-        if end != 0:
-            raise DatasetError(f"starts at {end}, not 0", path=layout.path,
-                               array="policy_indptr", row=0, check="csr")
-        for start in range(0, layout.rows, block_rows):
-            count = min(block_rows, layout.rows - start)
-            indptr = np.concatenate(([end], streams["policy_indptr"].read(count)))
-            problem = csr_problem(indptr, start, layout.config.policy_size, layout.path)
-            if problem is None and indptr[-1] > layout.nnz:
-                problem = DatasetError(f"points past the {layout.nnz} policy entries",
-                                       path=layout.path, array="policy_indptr",
-                                       row=start + int(np.argmax(indptr > layout.nnz)) - 1,
-                                       check="csr")
-            if problem is not None:
-                raise problem
-            entries = int(indptr[-1] - indptr[0])
-            rows = RowBatch(policy_indptr=indptr - indptr[0],
-                            policy_indices=streams["policy_indices"].read(entries),
-                            policy_values=streams["policy_values"].read(entries),
-                            features=read_features(count),
-                            **{name: streams[name].read(count) for name in PER_ROW_ARRAYS
-                               if name != "features"})
-            dense = streams[DENSE_POLICY].read(count) if DENSE_POLICY in streams else None
-            yield start, rows, dense
-            end = int(indptr[-1])
-        if end != layout.nnz:
-            raise DatasetError(f"ends at {end} but there are {layout.nnz} policy entries",
-                               path=layout.path, array="policy_indptr", check="csr")
-        if verify:
-            compare_checksums(layout, streams)
+    end = int(streams["policy_indptr"].read(1)[0])
+    if end != 0:
+        raise DatasetError(f"starts at {end}, not 0", path=layout.path,
+                           array="policy_indptr", row=0, check="csr")
+    for start in range(0, layout.rows, block_rows):
+        count = min(block_rows, layout.rows - start)
+        indptr = np.concatenate(([end], streams["policy_indptr"].read(count)))
+        problem = csr_problem(indptr, start, layout.config.policy_size, layout.path)
+        if problem is None and indptr[-1] > layout.nnz:
+            problem = DatasetError(f"points past the {layout.nnz} policy entries",
+                                   path=layout.path, array="policy_indptr",
+                                   row=start + int(np.argmax(indptr > layout.nnz)) - 1,
+                                   check="csr")
+        if problem is not None:
+            raise problem
+        entries = int(indptr[-1] - indptr[0])
+        rows = RowBatch(policy_indptr=indptr - indptr[0],
+                        policy_indices=streams["policy_indices"].read(entries),
+                        policy_values=streams["policy_values"].read(entries),
+                        features=read_features(count),
+                        **{name: streams[name].read(count) for name in PER_ROW_ARRAYS
+                           if name != "features"})
+        dense = streams[DENSE_POLICY].read(count) if DENSE_POLICY in streams else None
+        yield start, rows, dense
+        end = int(indptr[-1])
+    if end != layout.nnz:
+        raise DatasetError(f"ends at {end} but there are {layout.nnz} policy entries",
+                           path=layout.path, array="policy_indptr", check="csr")
 
 
 def features_reader(layout: Layout, streams: dict[str, MemberStream]

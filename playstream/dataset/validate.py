@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
-from playstream.dataset.checks import CONTENT_CHECKS, content_problems
+from playstream.dataset.checks import CONTENT_CHECKS, content_problems, planes_problem
 from playstream.dataset.layout import STRUCTURE_CHECKS, Layout, check_structure
-from playstream.dataset.rowblocks import block_rows_for, iter_blocks
+from playstream.dataset.rowblocks import block_rows_for, iter_blocks, iter_packed_blocks
 from playstream.dataset.schema import DENSE_POLICY
 from playstream.errors import DatasetError
 
@@ -80,15 +81,29 @@ def validate_npz_dataset(path: str | Path, *,
     return report
 
 
+def _content_problems(layout: Layout, block_rows: int) -> Iterator[DatasetError]:
+    """The content problems of every block, checksums compared after the last; format 3's
+    planes are checked as stored (the same verdicts as on the dense rows, without
+    unpacking them)."""
+    config, path = layout.config, layout.path
+    if layout.storage is None:
+        for start, rows, dense in iter_blocks(layout, block_rows, verify=True):
+            yield from content_problems(rows, start, config, dense, path)
+        return
+    for start, packed, dense in iter_packed_blocks(layout, block_rows, verify=True):
+        planes = planes_problem(packed.floats, packed.planes.constant, start, path)
+        if planes is not None:
+            yield planes
+        yield from content_problems(packed.rows, start, config, dense, path)
+
+
 def _row_checks(layout: Layout, block_bytes: int) -> list[CheckResult]:
     """One pass over the data: the first problem per check, and where the pass stopped."""
     first: dict[str, DatasetError] = {}
     stopped: DatasetError | None = None
     try:
-        for start, rows, dense in iter_blocks(layout, block_rows_for(layout, block_bytes),
-                                              verify=True):
-            for err in content_problems(rows, start, layout.config, dense, layout.path):
-                first.setdefault(err.check or "unknown", err)
+        for err in _content_problems(layout, block_rows_for(layout, block_bytes)):
+            first.setdefault(err.check or "unknown", err)
     except DatasetError as err:  # readable, csr or checksums: the pass cannot go on
         first.setdefault(err.check or "unknown", err)
         if err.check != "checksums":  # checksums are compared after the last block

@@ -24,31 +24,38 @@ import numpy as np
 
 from playstream.dataset.archive import BLOCK_BYTES
 from playstream.dataset.batch import RowBatch
-from playstream.dataset.checks import content_problems, row_shape
+from playstream.dataset.checks import content_problems, planes_problem, row_shape
 from playstream.dataset.config import DatasetConfig
-from playstream.dataset.packing import ChannelObserver, FeatureStorage, packed_width
-from playstream.dataset.schema import (DENSE_FORMAT_VERSION, DENSE_FORMAT_VERSIONS, DENSE_POLICY, FEATURE_BITS,
-                                       FEATURE_CONSTANT, FEATURE_FLOATS, FIXED_DTYPES,
-                                       FORMAT_NAME, FORMAT_VERSION, MAX_METADATA_BYTES, METADATA,
-                                       PER_ROW_ARRAYS, WRITABLE_VERSIONS, checksum_hasher,
+from playstream.dataset.packing import (ChannelObserver, FeatureStorage, PackedRows, Planes,
+                                        packed_width)
+from playstream.dataset.schema import (DENSE_FORMAT_VERSION, DENSE_FORMAT_VERSIONS,
+                                       DENSE_POLICY, FEATURE_BITS, FEATURE_CONSTANT,
+                                       FEATURE_FLOATS, FIXED_DTYPES, FORMAT_NAME,
+                                       FORMAT_VERSION, MAX_METADATA_BYTES, METADATA,
+                                       PACKED_FEATURES, PER_ROW_ARRAYS, WRITABLE_VERSIONS, checksum_hasher,
                                        file_arrays, game_id_dtype)
 from playstream.durable import fsync_dir
 from playstream.errors import DatasetError
 
 # A fixed member time keeps the bytes a function of the rows and the metadata only.
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
-_FIXED_ROW_ARRAYS = tuple(n for n in PER_ROW_ARRAYS if n != "game_id")
+_FIXED_ROW_ARRAYS = tuple(n for n in PER_ROW_ARRAYS if n not in ("game_id", "features"))
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
 
 
 class NPZDatasetWriter:
     """Context manager: ``write`` batches, then leave the block (or call ``close``) to publish.
-    An exception inside the block (or ``abort``) removes every temporary file."""
+    An exception inside the block (or ``abort``) removes every temporary file.
+
+    With ``planes`` (format 3 only) the planes are stored that way whatever is written, and
+    the spool holds them packed: the writer for rows that already are (`PackedRows`, as
+    compaction moves them), which would otherwise be unpacked and packed again. Without, it
+    decides at close from what was written."""
 
     def __init__(self, path: str | os.PathLike[str], config: DatasetConfig, *,
                  dense_policy: bool = False, compress: bool = False,
-                 format_version: int = FORMAT_VERSION,
+                 format_version: int = FORMAT_VERSION, planes: Planes | None = None,
                  extra_metadata: Mapping[str, Any] | None = None) -> None:
         self.path = Path(path)
         self.config = config
@@ -58,10 +65,15 @@ class NPZDatasetWriter:
                                f"{', '.join(map(str, WRITABLE_VERSIONS))}", path=str(self.path),
                                check="writer")
         self.format_version = format_version
-        # Format 2 decides at close how each channel is stored, from what was written.
+        dense = format_version in DENSE_FORMAT_VERSIONS
+        if planes is not None and (dense or not np.isfinite(planes.constant).all()):
+            raise DatasetError("fixed planes need format 3 and finite constant planes",
+                               path=str(self.path), check="writer")
+        self._planes = planes
+        # Format 3 decides at close how each channel is stored, from what was written.
         self._channels = (ChannelObserver(len(config.channels))
-                          if format_version not in DENSE_FORMAT_VERSIONS else None)
-        self._storage: FeatureStorage | None = None
+                          if not dense and planes is None else None)
+        self._storage: FeatureStorage | None = None if planes is None else planes.storage
         self._compression = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
         # Checked now, not after all the writes; the JSON round trip also detaches the copy
         # from the caller's (possibly nested, mutable) objects.
@@ -80,8 +92,11 @@ class NPZDatasetWriter:
         self._files: dict[str, IO[bytes]] = {}
         self._spool.mkdir(mode=0o700)
         try:
-            # The spool is always dense (format 1's arrays); close() packs it for format 2.
-            for name in file_arrays(dense_policy, DENSE_FORMAT_VERSION):
+            # The spool is dense (format 2's arrays) and close() packs it for format 3,
+            # unless the planes are fixed: then it holds them packed.
+            spooled = (file_arrays(dense_policy, DENSE_FORMAT_VERSION) if planes is None
+                       else tuple(n for n in file_arrays(dense_policy) if n != FEATURE_CONSTANT))
+            for name in spooled:
                 self._files[name] = open(self._spool / name, "wb")
             self._files["policy_indptr"].write(np.zeros(1, "<i8").tobytes())
         except BaseException:
@@ -98,21 +113,39 @@ class NPZDatasetWriter:
         else:
             self.abort()
 
-    def write(self, batch: RowBatch) -> None:
-        """Append ``batch``; rejects it whole (DatasetError naming array and global row) if any
-        row breaks the format, so a file never holds rows the validator would refuse."""
+    def write(self, rows: RowBatch | PackedRows) -> None:
+        """Append ``rows``; rejects them whole (DatasetError naming array and global row) if
+        any row breaks the format, so a file never holds rows the validator would refuse."""
         if self._state != "open":
             raise DatasetError(f"write after the writer was {self._state}", path=str(self.path),
                                check="writer")
+        packed: PackedRows | None = None
+        if self._planes is not None:
+            packed = (rows.stored_as(self._planes) if isinstance(rows, PackedRows)
+                      else PackedRows.from_dense(rows, self._planes))
+            batch = packed.rows
+        else:
+            batch = rows.unpacked() if isinstance(rows, PackedRows) else rows
         for name in PER_ROW_ARRAYS:
             got, want = getattr(batch, name).shape[1:], row_shape(name, self.config)
+            if packed is not None and name == "features":
+                want = (0,) + want[1:]  # the planes are packed.bits and packed.floats
             if got != want:
                 raise DatasetError(f"row shape {got} does not match the configuration {want}",
                                    path=str(self.path), array=name, check="shapes")
-        problems = content_problems(batch, self._rows, self.config, None, str(self.path))
+        planes = (None if packed is None else planes_problem(
+            packed.floats, packed.planes.constant, self._rows, str(self.path)))
+        problems = ([planes] if planes is not None else []) + content_problems(
+            batch, self._rows, self.config, None, str(self.path))
         if problems:
             raise problems[0]
         try:
+            if packed is not None:
+                _write_raw(self._files[FEATURE_BITS], packed.bits, FIXED_DTYPES[FEATURE_BITS])
+                _write_raw(self._files[FEATURE_FLOATS], packed.floats,
+                           FIXED_DTYPES[FEATURE_FLOATS])
+            else:
+                _write_raw(self._files["features"], batch.features, FIXED_DTYPES["features"])
             for name in _FIXED_ROW_ARRAYS + ("policy_indices", "policy_values"):
                 _write_raw(self._files[name], getattr(batch, name), FIXED_DTYPES[name])
             _write_raw(self._files["policy_indptr"], batch.policy_indptr[1:] + self._nnz,
@@ -208,7 +241,11 @@ class NPZDatasetWriter:
         return hasher.hexdigest()
 
     def _spooled(self, name: str) -> Iterator[memoryview]:
-        if name in (FEATURE_BITS, FEATURE_FLOATS, FEATURE_CONSTANT):
+        if name == FEATURE_CONSTANT and self._planes is not None:
+            yield memoryview(np.ascontiguousarray(self._planes.constant, "<f4").reshape(-1)
+                             .view(np.uint8))
+            return
+        if name in PACKED_FEATURES and self._planes is None:
             yield from self._packed(name)
             return
         with open(self._spool / name, "rb") as f:
