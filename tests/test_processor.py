@@ -571,3 +571,37 @@ def test_open_batches_are_joined_in_order_up_to_the_write_size(
                 == np.concatenate([getattr(b, name) for b in batches])).all()
     assert [len(b) for b in writer_module.joined_batches(batches, 1)] == [len(b) for b in batches]
     assert list(writer_module.joined_batches([], bound)) == []
+
+
+def test_a_chunk_and_its_folder_are_fsynced_before_it_is_announced(
+        tmp_path: Path, log: Log, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scratch file skips its fsyncs (it is only copied); the sealed copy and the folder
+    that names it are synced before the seal returns, i.e. before anything commits it."""
+    synced: set[tuple[int, int]] = set()
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        st = os.fstat(fd)
+        synced.add((st.st_dev, st.st_ino))
+        real_fsync(fd)
+
+    def inode(path: Path) -> tuple[int, int]:
+        st = path.stat()
+        return st.st_dev, st.st_ino
+
+    unsynced: list[Path] = []
+
+    def announce(chunk: SealedChunk) -> None:
+        assert chunk.path is not None
+        unsynced.extend(p for p in (chunk.path, chunk.path.parent) if inode(p) not in synced)
+        sinks.announced.append(chunk)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    store, sinks, clock = ChunkStore(tmp_path), Sinks(), Clock()
+    proc = StreamProcessor(store, topic=TOPIC, feature_version=FEATURE_VERSION,
+                           history_length=HISTORY, max_rows=150, max_age_s=MAX_AGE,
+                           dead_letter=sinks.letters.append, announce=announce,
+                           lock_timeout=0.0, clock=clock)
+    drain(proc, log, clock)
+    assert sinks.announced and unsynced == []
+    assert_exactly_once(store, log)

@@ -317,7 +317,9 @@ class ChunkWriter:
                              moves_digests=tuple(part.moves), skipped=tuple(self._skipped),
                              skipped_count=self._skipped_count,
                              sealed_at=datetime.now(timezone.utc))
-        with NPZDatasetWriter(path, part.config, extra_metadata=meta.to_metadata()) as writer:
+        # Not durable: the store's seal makes (and fsyncs) the copy that counts.
+        with NPZDatasetWriter(path, part.config, extra_metadata=meta.to_metadata(),
+                              durable=False) as writer:
             for batch in joined_batches(part.batches):
                 writer.write(batch)
         return path, meta
