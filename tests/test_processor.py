@@ -17,12 +17,16 @@ from pathlib import Path
 from typing import Callable
 
 import msgpack
+import numpy as np
 import pytest
 
 from playstream.chunks import ChunkStore, SealedChunk, topic_stream_id
 from playstream.chunks import writer as writer_module
 from playstream.dataset import load_npz_dataset, read_metadata
+from playstream.encoders.rows import encode_game_rows
+from playstream.encoders.versions import ExportSettings
 from playstream.errors import ChunkError, RecordError
+from playstream.games import get_game
 from playstream.records import MAX_RECORD_BYTES, GameRecord
 from playstream.selfplay import generate_records
 from playstream.streams import (DeadLetter, StreamProcessor, announcement_for,
@@ -542,3 +546,62 @@ def test_a_long_non_ascii_reason_survives_the_round_trip() -> None:
                                             b"p"))
     back = decode_dead_letter(None, message.value, message.headers)
     assert back.reason == "é" * dlq.MAX_REASON_CHARS
+
+
+def test_open_batches_are_joined_in_order_up_to_the_write_size(
+        records: list[GameRecord]) -> None:
+    """The writer gets the open rows as a few joined batches (its checks cost per call):
+    every row once, in order, each join within the bound unless one game alone exceeds it."""
+    game = get_game("connect")
+    two = [r for r in records if r.num_players == 2]
+    settings = ExportSettings(game="connect", board_type="hex8", num_players=2,
+                              feature_version=FEATURE_VERSION, history_length=HISTORY)
+    batches = [encode_game_rows(game, game.replay("hex8", 2, r.moves), None, settings,
+                                r.game_id) for r in two]
+    sizes = [writer_module.batch_nbytes(b) for b in batches]
+    bound = 3 * max(sizes)
+    joined = list(writer_module.joined_batches(batches, bound))
+    assert 1 < len(joined) < len(batches)
+    assert all(writer_module.batch_nbytes(b) <= bound for b in joined)
+    assert [(g, m) for b in joined for g, m in zip(b.game_id.tolist(), b.move_number.tolist())
+            ] == [(g, m) for b in batches for g, m in zip(b.game_id.tolist(),
+                                                          b.move_number.tolist())]
+    for name in ("features", "policy_indices", "policy_values", "values_mp"):
+        assert (np.concatenate([getattr(b, name) for b in joined])
+                == np.concatenate([getattr(b, name) for b in batches])).all()
+    assert [len(b) for b in writer_module.joined_batches(batches, 1)] == [len(b) for b in batches]
+    assert list(writer_module.joined_batches([], bound)) == []
+
+
+def test_a_chunk_and_its_folder_are_fsynced_before_it_is_announced(
+        tmp_path: Path, log: Log, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scratch file skips its fsyncs (it is only copied); the sealed copy and the folder
+    that names it are synced before the seal returns, i.e. before anything commits it."""
+    synced: set[tuple[int, int]] = set()
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        st = os.fstat(fd)
+        synced.add((st.st_dev, st.st_ino))
+        real_fsync(fd)
+
+    def inode(path: Path) -> tuple[int, int]:
+        st = path.stat()
+        return st.st_dev, st.st_ino
+
+    unsynced: list[Path] = []
+
+    def announce(chunk: SealedChunk) -> None:
+        assert chunk.path is not None
+        unsynced.extend(p for p in (chunk.path, chunk.path.parent) if inode(p) not in synced)
+        sinks.announced.append(chunk)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    store, sinks, clock = ChunkStore(tmp_path), Sinks(), Clock()
+    proc = StreamProcessor(store, topic=TOPIC, feature_version=FEATURE_VERSION,
+                           history_length=HISTORY, max_rows=150, max_age_s=MAX_AGE,
+                           dead_letter=sinks.letters.append, announce=announce,
+                           lock_timeout=0.0, clock=clock)
+    drain(proc, log, clock)
+    assert sinks.announced and unsynced == []
+    assert_exactly_once(store, log)

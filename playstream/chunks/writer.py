@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from playstream.chunks.metadata import (MAX_REASON_CHARS, MAX_SKIPPED_LISTED, ChunkMetadata,
                                        ChunkOrigin, SkippedRecord)
@@ -25,9 +25,31 @@ from playstream.dataset import DatasetConfig, NPZDatasetWriter, RowBatch, read_m
 from playstream.errors import ChunkError
 from playstream.locks import ProcessLock
 
+WRITE_BYTES = 8 << 20
+"""The open rows go to the dataset writer in joined batches of about this size: its checks and
+spooling cost per call (a stream's batches are single games of a few dozen rows), and the
+joined copy is the only memory a seal adds to the open chunk."""
+
 
 def batch_nbytes(batch: RowBatch) -> int:
     return sum(getattr(batch, f.name).nbytes for f in fields(batch))
+
+
+def joined_batches(batches: list[RowBatch], max_bytes: int = WRITE_BYTES
+                   ) -> Iterator[RowBatch]:
+    """``batches`` in order, consecutive ones joined while they stay under ``max_bytes``
+    (a batch larger than that alone)."""
+    run: list[RowBatch] = []
+    size = 0
+    for batch in batches:
+        nbytes = batch_nbytes(batch)
+        if run and size + nbytes > max_bytes:
+            yield run[0] if len(run) == 1 else RowBatch.concat(run)
+            run, size = [], 0
+        run.append(batch)
+        size += nbytes
+    if run:
+        yield run[0] if len(run) == 1 else RowBatch.concat(run)
 
 
 def file_sha256(path: os.PathLike[str] | str) -> str:
@@ -295,8 +317,10 @@ class ChunkWriter:
                              moves_digests=tuple(part.moves), skipped=tuple(self._skipped),
                              skipped_count=self._skipped_count,
                              sealed_at=datetime.now(timezone.utc))
-        with NPZDatasetWriter(path, part.config, extra_metadata=meta.to_metadata()) as writer:
-            for batch in part.batches:
+        # Not durable: the store's seal makes (and fsyncs) the copy that counts.
+        with NPZDatasetWriter(path, part.config, extra_metadata=meta.to_metadata(),
+                              durable=False) as writer:
+            for batch in joined_batches(part.batches):
                 writer.write(batch)
         return path, meta
 

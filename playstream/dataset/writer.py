@@ -51,13 +51,19 @@ class NPZDatasetWriter:
     With ``planes`` (format 3 only) the planes are stored that way whatever is written, and
     the spool holds them packed: the writer for rows that already are (`PackedRows`, as
     compaction moves them), which would otherwise be unpacked and packed again. Without, it
-    decides at close from what was written."""
+    decides at close from what was written.
+
+    ``durable=False`` skips the fsyncs, for a scratch file that is only a step towards a
+    durable copy (a chunk: the store fsyncs its own copy, and its folder, before the chunk
+    counts as sealed); the rename into place stays atomic either way."""
 
     def __init__(self, path: str | os.PathLike[str], config: DatasetConfig, *,
                  dense_policy: bool = False, compress: bool = False,
                  format_version: int = FORMAT_VERSION, planes: Planes | None = None,
-                 extra_metadata: Mapping[str, Any] | None = None) -> None:
+                 extra_metadata: Mapping[str, Any] | None = None,
+                 durable: bool = True) -> None:
         self.path = Path(path)
+        self.durable = durable
         self.config = config
         self.dense_policy = dense_policy
         if format_version not in WRITABLE_VERSIONS:
@@ -170,7 +176,8 @@ class NPZDatasetWriter:
             raise
 
     def close(self) -> None:
-        """Assemble the zip, fsync it, rename it to ``path`` and fsync the directory."""
+        """Assemble the zip, fsync it, rename it to ``path`` and fsync the directory (no
+        fsyncs unless ``durable``)."""
         if self._state == "closed":
             return
         if self._state == "aborted":
@@ -187,7 +194,8 @@ class NPZDatasetWriter:
                                  file_arrays(self.dense_policy, self.format_version)}
                     self._add_metadata(zf, checksums)
                 out.flush()
-                os.fsync(out.fileno())
+                if self.durable:
+                    os.fsync(out.fileno())
             os.replace(self._temp, self.path)
         except BaseException:
             self._state = "aborted"
@@ -195,7 +203,8 @@ class NPZDatasetWriter:
         finally:
             self._remove_temp()
         self._state = "closed"
-        fsync_dir(self.path.parent)
+        if self.durable:
+            fsync_dir(self.path.parent)
 
     def abort(self) -> None:
         """Drop everything written so far; ``path`` is left as it was."""

@@ -145,8 +145,11 @@ def next_seat(seat: int, done: Sequence[object]) -> int:
     only ask while some other seat is still playing.
     """
     seats = len(done)
-    order = ((seat - 1 + step) % seats + 1 for step in range(1, seats + 1))
-    return next(candidate for candidate in order if not done[candidate - 1])
+    for step in range(1, seats + 1):
+        candidate = (seat - 1 + step) % seats + 1
+        if not done[candidate - 1]:
+            return candidate
+    raise StopIteration  # every seat is done: callers never ask then
 
 
 def makes_line(board: np.ndarray, spec: BoardSpec, row: int, col: int, seat: int) -> bool:
@@ -154,11 +157,12 @@ def makes_line(board: np.ndarray, spec: BoardSpec, row: int, col: int, seat: int
     as the seat's; only the at most k-1 cells each way along each direction are read."""
     height, width = board.shape
     k = spec.k
+    cell = board.item  # a Python int per read: numpy scalar indexing dominates a replay
     for d_row, d_col in spec.directions:
         length = 1
         for sign in (1, -1):
             r, c = row + sign * d_row, col + sign * d_col
-            while length < k and 0 <= r < height and 0 <= c < width and board[r, c] == seat:
+            while length < k and 0 <= r < height and 0 <= c < width and cell(r, c) == seat:
                 length += 1
                 r += sign * d_row
                 c += sign * d_col
@@ -167,7 +171,7 @@ def makes_line(board: np.ndarray, spec: BoardSpec, row: int, col: int, seat: int
     return False
 
 
-def _cell_index(move: object, spec: BoardSpec, field: str) -> int:
+def _cell_index(move: object, spec: BoardSpec, index: int) -> int:
     """The move as a policy index inside the grid (off-board cells are checked later)."""
     size = spec.geometry.policy_size
     try:
@@ -176,25 +180,30 @@ def _cell_index(move: object, spec: BoardSpec, field: str) -> int:
         cell = -1
     if not 0 <= cell < size:
         raise IllegalMoveError(f"move {move!r} is out of range: must be an integer in "
-                               f"0..{size - 1}", field=field)
+                               f"0..{size - 1}", field=_move_field(index))
     return cell
+
+
+def _move_field(index: int) -> str:
+    return f"moves[{index}]"
 
 
 def apply_move(state: ConnectState, move: int) -> None:
     """Place the mover's stone; IllegalMoveError names ``moves[i]``, i = the move's index."""
-    field = f"moves[{state.move_count}]"
     seat = state.to_move
     if seat is None:
-        raise IllegalMoveError(f"move {move!r} played after the game is over", field=field)
+        raise IllegalMoveError(f"move {move!r} played after the game is over",
+                               field=_move_field(state.move_count))
     spec = state.spec
-    cell = _cell_index(move, spec, field)
+    cell = _cell_index(move, spec, state.move_count)
     row, col = divmod(cell, spec.geometry.width)
-    occupant = int(state.board[row, col])
+    occupant = state.board.item(row, col)
     if occupant == OFF_BOARD:
         raise IllegalMoveError(f"cell {cell} (row {row}, column {col}) is off board",
-                               field=field)
+                               field=_move_field(state.move_count))
     if occupant != EMPTY:
-        raise IllegalMoveError(f"cell {cell} is occupied by seat {occupant}", field=field)
+        raise IllegalMoveError(f"cell {cell} is occupied by seat {occupant}",
+                               field=_move_field(state.move_count))
 
     state.board[row, col] = seat
     state.move_count += 1
