@@ -132,6 +132,44 @@ def test_mcts_takes_a_line_for_the_seat_to_move(board_type: str, num_players: in
     assert state.ranks == [0] * num_players  # the search worked on copies
 
 
+def winning_moves(state: Any) -> list[int]:
+    """Moves that end a 2-player game with the mover winning."""
+    mover, wins = state.to_move, []
+    for move in GAME.legal_moves(state).tolist():
+        after = state.copy()
+        GAME.apply_move(after, move)
+        outcome = GAME.outcome(after)
+        if outcome is not None and outcome.winner == mover:
+            wins.append(move)
+    return wins
+
+
+def early_win_in_one() -> Any:
+    """A square8 position from a random game where the mover can win at once with at least
+    40 legal moves left: too many for the playouts to single the winning move out."""
+    for seed in range(200):
+        played = play_game(GAME, "square8", 2, RandomAgent(seed), seed=0)
+        state = GAME.new_state("square8", 2)
+        for move in played.moves:
+            if len(GAME.legal_moves(state)) >= 40 and winning_moves(state):
+                return state
+            GAME.apply_move(state, move)
+    raise AssertionError("no early win in one in 200 random square8 games")
+
+
+def test_mcts_plays_a_win_in_one_among_many_moves() -> None:
+    """Without the decisive-move check the search played the win in none of these 8 trials
+    at 128 simulations: random playouts make lucky moves look as good as the winning one."""
+    state = early_win_in_one()
+    wins = winning_moves(state)
+    for seed in range(8):
+        decision = MCTSAgent(seed, simulations=128).select(GAME, state, 2)
+        assert decision.move in wins
+        assert decision.search is not None
+        assert decision.search.policy_indices == [decision.move]
+        assert decision.search.policy_probs == [1.0] and decision.search.root_value == 1.0
+
+
 @pytest.mark.parametrize("agent", [RandomAgent(0), MCTSAgent(0, simulations=4)])
 def test_agents_refuse_a_finished_game(agent: Any) -> None:
     played = play_game(GAME, "square8", 2, RandomAgent(1), seed=1)
