@@ -48,7 +48,14 @@ class Block(nn.Module):
 class Net(nn.Module):
     """AlphaZero's shape, small: a trunk of residual blocks, a policy head over the H*W
     actions (off-board cells masked; policy index = row * W + column) and a tanh value head
-    that also sees the globals."""
+    that also sees the globals.
+
+    The value head reads the trunk through global pooling (mean and max of each channel over
+    the on-board cells, as KataGo's does) and one linear layer, initialised to predict 0.
+    With a few dozen games a value head per cell memorises where each training game's stones
+    were: on 40 square8 MCTS games its held-out MSE went from 1.0 to 1.5-2.0 while the
+    training MSE fell to 0.4. Pooling asks "is there a threat anywhere", which transfers to
+    games it has not seen."""
 
     def __init__(self, in_channels: int, globals_: int, valid: np.ndarray, width: int,
                  blocks: int) -> None:
@@ -61,17 +68,22 @@ class Net(nn.Module):
         # cell for where on the board moves tend to be.
         self.policy = nn.Conv2d(width, 1, 1)
         self.policy_bias = nn.Parameter(torch.zeros(cells))
-        self.value = nn.Conv2d(width, 1, 1)
-        self.value_fc = nn.Sequential(nn.Linear(cells + globals_, 64), nn.ReLU(),
-                                      nn.Linear(64, 1))
+        self.value_fc = nn.Linear(2 * width + globals_, 1)
+        nn.init.zeros_(self.value_fc.weight)
+        nn.init.zeros_(self.value_fc.bias)
         self.register_buffer("off_board", torch.from_numpy(~valid.reshape(-1)))
+        self.register_buffer("on_board",
+                             torch.from_numpy(valid.reshape(-1).astype(np.float32)))
 
     def forward(self, features: torch.Tensor, globals_: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.trunk(self.stem(features))
         logits = self.policy(x).flatten(1) + self.policy_bias
         logits = logits.masked_fill(self.off_board, -1e9)
-        value = self.value_fc(torch.cat([F.relu(self.value(x)).flatten(1), globals_], 1))
+        cells = x.flatten(2)
+        mean = (cells * self.on_board).sum(2) / self.on_board.sum()
+        peak = cells.masked_fill(self.off_board, -1e9).amax(2)
+        value = self.value_fc(torch.cat([mean, peak, globals_], 1))
         return logits, torch.tanh(value.squeeze(1))
 
 
@@ -135,7 +147,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--blocks", type=int, default=2)
     parser.add_argument("--width", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--lr", type=float, default=2e-3,
+                        help="initial learning rate, decayed to 0 over --steps (cosine)")
+    parser.add_argument("--value-weight", type=float, default=0.25,
+                        help="weight of the value MSE in the loss (the policy's is 1)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads of the training step (0: torch's default)")
@@ -151,6 +166,12 @@ def main() -> None:
     valid = get_game(config.game).geometry(config.board_type).valid
     net = Net(len(config.channels), len(config.global_names), valid, args.width, args.blocks)
     optimiser = torch.optim.Adam(net.parameters(), lr=args.lr, weight_decay=1e-4)
+    # Outcomes are noisy targets (one ±1 per game for all its positions): a constant rate
+    # leaves the last steps' noise in the value head (held-out MSE moved by 0.2 between
+    # steps 250 and 300); decaying it averages that noise out.
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda done: 0.5 * (1.0 + math.cos(math.pi * min(done, args.steps)
+                                                        / args.steps)))
     train = PlaystreamDataset(args.data, batch_size=args.batch_size, seed=args.seed,
                               augment=args.augment, follow=args.follow)
     loader = DataLoader(train, batch_size=None, num_workers=args.workers,
@@ -160,10 +181,14 @@ def main() -> None:
         train.set_epoch(epoch)
         for batch in train.track(loader):
             policy_ce, value_se = losses(net, batch)
-            loss = policy_ce.mean() + value_se.mean()
+            # Every position of a game shares its outcome, so the value loss sees far fewer
+            # independent targets than rows and overfits first: a lower weight slows it
+            # (AlphaGo went further and trained its value net on one position per game).
+            loss = policy_ce.mean() + args.value_weight * value_se.mean()
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
+            schedule.step()
             step += 1
             if step % 100 == 0:
                 print(f"step={step} epoch={epoch} policy_ce={policy_ce.mean().item():.3f} "
