@@ -247,3 +247,13 @@ def test_a_writer_with_fixed_planes_stores_them_so_and_refuses_what_they_cannot_
     writer.write(rows[1])  # refused rows leave nothing behind
     writer.close()
     assert_same_rows(load_npz_dataset(tmp_path / "refused.npz").rows, RowBatch.concat(rows))
+
+
+@pytest.mark.parametrize("format_version", [3, 2])
+def test_a_reader_reads_a_range_as_dense_rows(tmp_path: Path, packed: tuple[Path, RowBatch],
+                                              format_version: int) -> None:
+    path, want = packed
+    if format_version == 2:
+        path = write(tmp_path / "dense.npz", [want], format_version=2)
+    with open_rows(path) as reader:
+        assert_same_rows(reader.read(3, 11), want.take(np.arange(3, 11)))

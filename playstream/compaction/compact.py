@@ -15,7 +15,7 @@ Memory does not grow with the dataset. The passes are:
 
 Rows move with their planes packed (`PackedRows`) under one storage merged from the chunks'
 (`Planes.merge`), so a format 3 chunk stored that way goes to the outputs without being
-unpacked to dense float32 (on square19 27 times its bytes) and packed again; only a dense
+unpacked to dense float32 (27 times its bytes on a 19x19 board) and packed again; only a dense
 chunk, one stored otherwise, or a dense output converts, block by block.
 
 Each pass holds one chunk's small columns, or a few row blocks sized from

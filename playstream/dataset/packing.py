@@ -226,7 +226,7 @@ class Planes:
 @dataclass(frozen=True, eq=False)
 class PackedRows:
     """Rows whose planes stay as format 3 stores them: what compaction moves, a fraction of
-    the dense bytes (on square19 a twenty-seventh), so rows are unpacked only by readers that
+    the dense bytes (a twenty-seventh on a 19x19 board), so rows are unpacked only by readers that
     need the planes. ``rows`` holds every other array; its ``features`` are an empty
     [N, 0, H, W] so that RowBatch's checks, ``take`` and ``concat`` serve the rest."""
 

@@ -90,11 +90,14 @@ class RowReader:
         return self._layout.metadata
 
     def read(self, start: int, stop: int) -> RowBatch:
-        """Rows ``start`` .. ``stop - 1``. The per-row arrays are read-only views of the
-        mapped file, the features too in dense formats (format 3 unpacks the range); the CSR
-        arrays are small and copied."""
+        """Rows ``start`` .. ``stop - 1`` with dense float32 features (unpacked from the
+        range's stored planes); the other per-row arrays are read-only views of the mapped
+        file, the CSR arrays small copies."""
         part = self.read_range(start, stop)
-        return RowBatch(features=self._features(start, stop), **part.columns)
+        channels, height, width = part.plane_shape
+        features = np.empty((len(part), channels, height, width), np.float32)
+        part.gather_features(features.reshape(len(part), channels, height * width))
+        return RowBatch(features=features, **part.columns)
 
     def read_range(self, start: int, stop: int) -> RowRange:
         """Rows ``start`` .. ``stop - 1`` with their planes still as stored, for a reader

@@ -127,7 +127,7 @@ class MCTSAgent:
     A root move that ends the game with the mover's best value (1: first, alone) is played
     without searching, and its target is that move alone. The search cannot be relied on to
     find it: random playouts from the other moves win about half the time, so with ~50 moves
-    and 128 simulations the winning move gets no more visits than lucky ones (square8 games
+    and 128 simulations the winning move gets no more visits than lucky ones (8x8 connect games
     at 128 simulations took 120 of 314 available wins in one), which turns outcomes into
     coin flips that no value head can learn. This is the "decisive moves" enhancement
     (Teytaud & Teytaud, 2010).

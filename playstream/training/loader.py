@@ -268,7 +268,8 @@ class TrainingStream:
                               f"{STATE_VERSION}")
         mine = asdict(self.options)
         changed = [k for k in ("batch_size", "seed", "shuffle", "shuffle_buffer", "range_rows",
-                               "drop_last", "even_batches", "epoch_batches", "split") if state["options"].get(k) != mine[k]]
+                               "drop_last", "even_batches", "epoch_batches", "split")
+                   if state["options"].get(k) != mine[k]]
         if changed or state["world_size"] != self.world_size or state["rank"] != self.rank:
             raise LoaderError("the saved loader state was made with other options "
                               f"({', '.join(changed) or 'rank/world_size'}): the epoch plan "

@@ -108,15 +108,16 @@ class PlaystreamDataset(IterableDataset):  # type: ignore[type-arg]
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
         if info is None:  # the main process: nothing to hand over, plain numpy memory
-            for batch in self.stream.iterate(0, 1):
-                yield {name: value if value.dtype.kind == "U" else torch.from_numpy(value)
-                       for name, value in batch.items()}
-            return
-        shared = _SharedBatches()
-        for batch in self.stream.iterate(info.id, info.num_workers, shared):
-            yield {name: value if value.dtype.kind == "U" else shared.tensor(value)
+            shared, batches = None, self.stream.iterate(0, 1)
+        else:
+            shared = _SharedBatches()
+            batches = self.stream.iterate(info.id, info.num_workers, shared)
+        to_tensor = torch.from_numpy if shared is None else shared.tensor
+        for batch in batches:
+            yield {name: value if value.dtype.kind == "U" else to_tensor(value)
                    for name, value in batch.items()}
-            shared.clear()
+            if shared is not None:
+                shared.clear()
 
     def set_epoch(self, epoch: int) -> None:
         self.stream.set_epoch(epoch)
