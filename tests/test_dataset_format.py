@@ -522,3 +522,44 @@ def test_read_metadata_refuses_foreign_files(tmp_path: Path) -> None:
     with pytest.raises(DatasetError) as err:
         read_metadata(tmp_path / "none.npz")
     assert (err.value.check, err.value.array) == ("members", "metadata")
+
+
+@pytest.mark.parametrize("array", [
+    np.zeros((3, 4), "<f4"), np.zeros(5, "<i8"), np.array("text"), np.zeros((2, 3, 4), ">i2"),
+    np.zeros((0,), np.uint8), np.array(["ab", "c"]), np.asfortranarray(np.zeros((3, 4))),
+    np.zeros((1, 0, 19, 19), "<f4")], ids=lambda a: f"{a.dtype.str}{a.shape}")
+def test_header_fast_path_agrees_with_numpy(tmp_path: Path, array: np.ndarray) -> None:
+    """Headers numpy writes are parsed without numpy's literal parser; the result must be
+    what numpy's parser gives, for every layout (0-d, empty, 1-d, Fortran, strings)."""
+    from playstream.dataset.archive import Archive, _canonical_header, _numpy_header
+    path = tmp_path / "one.npz"
+    np.savez(path, a=array)
+    with Archive(path) as archive, archive.zip.open(archive.infos["a"]) as fp:
+        fast = _canonical_header(fp)
+        member = archive.read_header("a")
+    with zipfile.ZipFile(path) as zf, zf.open("a.npy") as fp:
+        assert fast is not None and fast == _numpy_header(fp)
+    assert (member.shape, member.dtype, member.fortran_order) == (
+        array.shape, array.dtype, array.flags.f_contiguous and not array.flags.c_contiguous)
+
+
+def test_non_canonical_header_goes_to_numpy_and_garbage_is_named(tmp_path: Path) -> None:
+    """A header laid out differently (key order, spacing) is still read, by numpy's parser;
+    a header that is no literal fails the npy_headers check naming the array."""
+    from playstream.dataset.archive import Archive
+
+    def member(text: bytes) -> bytes:
+        text = text + b" " * (-(len(text) + 11) % 64) + b"\n"
+        return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(text)) + text + b"\0" * 24
+
+    path = tmp_path / "odd.npz"
+    odd = member(b"{'shape': (6,), 'fortran_order': False, 'descr': '<i4'}")
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("a.npy", odd)
+        zf.writestr("b.npy", member(b"{'descr': __import__('os'), 'shape': (6,)}"))
+    with Archive(path) as archive:
+        a = archive.read_header("a")
+        assert (a.shape, a.dtype, a.header_bytes) == ((6,), np.dtype("<i4"), len(odd) - 24)
+        with pytest.raises(DatasetError) as err:
+            archive.read_header("b")
+    assert (err.value.check, err.value.array) == ("npy_headers", "b")

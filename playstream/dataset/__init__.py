@@ -1,4 +1,4 @@
-"""The playstream NPZ training-data format, version 1 (docs/FORMAT.md).
+"""The playstream NPZ training-data format (docs/FORMAT.md; formats 1, 2 and 3).
 
 Files load with ``np.load(path, allow_pickle=False)``; this package adds streaming writes with
 an atomic publish, bounded-memory reads, and a validator that reports every check.
