@@ -156,6 +156,7 @@ class _Chunk:
     move_digests: dict[str, str]  # game_id -> hex digest of its moves (chunk metadata)
     planes: Planes  # how the chunk stores its planes (observed for a dense chunk)
     row_bytes: int = 0  # stored bytes of one row, on average (planes packed, unless dense)
+    packed: bool = True  # stores its planes packed (format 3), so blocks move as stored
     usable: int = 0
     used: int = 0
     split_rows: dict[str, int] = field(default_factory=dict)  # used rows by split
@@ -346,9 +347,10 @@ def _checked_chunk(path: Path, name: ChunkName, budget: int
 def _small_columns(chunk: _Chunk) -> tuple[np.ndarray, np.ndarray]:
     """game_id and move_number of a chunk, read through a memory map so that no other array
     is read (chunk writers store chunks uncompressed); also records the chunk's stored bytes
-    per row, which size the shuffle buckets."""
+    per row, which size the shuffle buckets, and whether its planes are packed."""
     with open_layout(chunk.path) as layout:
         rows = max(1, layout.rows)
+        chunk.packed = layout.storage is not None
         chunk.row_bytes = math.ceil(sum(layout.members[name].nbytes for name in layout.arrays
                                         if name != FEATURE_CONSTANT) / rows)
         game_id, move = (np.array(layout.archive.memmap(layout.members[name]))
@@ -356,11 +358,14 @@ def _small_columns(chunk: _Chunk) -> tuple[np.ndarray, np.ndarray]:
         return game_id, move
 
 
-def _block_rows(budget: int, config: DatasetConfig, row_bytes: int) -> int:
-    """Rows per block of ``row_bytes`` stored bytes: a block may be unpacked to dense planes
-    (read from a dense chunk, moved to another storage, written dense), next to its form as
-    read, selected and split."""
-    dense = 4 * len(config.channels) * config.height * config.width
+def _block_rows(budget: int, config: DatasetConfig, row_bytes: int, *,
+                unpacked: bool = True) -> int:
+    """Rows per block of ``row_bytes`` stored bytes, next to its form as read, selected and
+    split. With ``unpacked`` a block may also be unpacked to dense planes (read from a dense
+    chunk, moved to another storage, written dense), which on a 19x19 board is 45 times the
+    packed row: sizing every block for that made blocks of packed rows tiny, and their
+    pieces in the shuffle buckets tinier."""
+    dense = 4 * len(config.channels) * config.height * config.width if unpacked else 0
     return max(1, budget // BLOCK_FRACTION // (row_bytes + dense))
 
 
@@ -520,9 +525,11 @@ def _write(chunks: list[_Chunk], config: DatasetConfig, options: CompactOptions,
     row_bytes = max((c.row_bytes for c in chunks if c.used), default=1)
     if options.dense_policy:
         row_bytes += 4 * config.policy_size
-    block_rows = _block_rows(budget, config, row_bytes)
     # One storage for every output, so that rows move packed from chunk to file.
     planes = Planes.merge([c.planes for c in chunks if c.used] or [chunks[0].planes])
+    unpacked = options.format_version in DENSE_FORMAT_VERSIONS or any(
+        not (c.packed and c.planes.same_as(planes)) for c in chunks if c.used)
+    block_rows = _block_rows(budget, config, row_bytes, unpacked=unpacked)
     extra: dict[str, Any] = {}
     if pub.single_file:
         # The file carries its manifest; everything in it is known before the first row.
@@ -562,9 +569,13 @@ def _describe_output(path: Path, split: str, rows: int,
 
 def _selected_rows(chunks: list[_Chunk], block_rows: int, planes: Planes
                    ) -> Iterator[tuple[PackedRows, np.ndarray]]:
-    """The used rows in chunk order, in blocks, stored under ``planes``, with their split
-    codes. Each chunk is read to its end, so its checksums are verified before anything
-    derived from it is published."""
+    """The used rows in chunk order, in blocks of at most ``block_rows``, stored under
+    ``planes``, with their split codes. The rows of consecutive chunks are joined into one
+    block: chunks sealed by age or by the dense bytes they held hold a few hundred rows, and
+    every block costs per-bucket work in a shuffle. Each chunk is read to its end, so its
+    checksums are verified before anything derived from it is published."""
+    run: list[tuple[PackedRows, np.ndarray]] = []
+    count = 0
     for chunk in chunks:
         if not chunk.used:
             continue
@@ -574,8 +585,23 @@ def _selected_rows(chunks: list[_Chunk], block_rows: int, planes: Planes
             part = codes[start:start + len(batch)]
             start += len(batch)
             picked = np.flatnonzero(part)
-            if picked.size:
-                yield (batch if picked.size == len(batch) else batch.take(picked)), part[picked]
+            if not picked.size:
+                continue
+            if run and count + picked.size > block_rows:
+                yield _joined(run)
+                run, count = [], 0
+            run.append(((batch if picked.size == len(batch) else batch.take(picked)),
+                        part[picked]))
+            count += picked.size
+    if run:
+        yield _joined(run)
+
+
+def _joined(run: list[tuple[PackedRows, np.ndarray]]) -> tuple[PackedRows, np.ndarray]:
+    if len(run) == 1:
+        return run[0]
+    return (PackedRows.concat([rows for rows, _ in run]),
+            np.concatenate([codes for _, codes in run]))
 
 
 def _by_split(rows: PackedRows, codes: np.ndarray) -> Iterator[tuple[str, PackedRows]]:

@@ -10,6 +10,7 @@ with check "zip", "npy_headers" or "readable".
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import struct
@@ -46,12 +47,12 @@ class Member:
 
     @property
     def nbytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+        return math.prod(self.shape) * self.dtype.itemsize
 
     @property
     def item_bytes(self) -> int:
         """Bytes of one entry along the first axis."""
-        return int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        return math.prod(self.shape[1:]) * self.dtype.itemsize
 
 
 _Header = tuple[tuple[int, ...], bool, np.dtype, int]  # shape, Fortran order, dtype, bytes
