@@ -17,14 +17,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator
 
-import numpy as np
-
 from playstream.chunks.metadata import (MAX_REASON_CHARS, MAX_SKIPPED_LISTED, ChunkMetadata,
                                        ChunkOrigin, SkippedRecord)
 from playstream.chunks.naming import ChunkName, validate_stream_id
 from playstream.chunks.store import ChunkStore, SealedChunk
 from playstream.dataset import DatasetConfig, NPZDatasetWriter, RowBatch, read_metadata
-from playstream.dataset.packing import ChannelObserver
 from playstream.errors import ChunkError
 from playstream.locks import ProcessLock
 
@@ -320,16 +317,8 @@ class ChunkWriter:
                              moves_digests=tuple(part.moves), skipped=tuple(self._skipped),
                              skipped_count=self._skipped_count,
                              sealed_at=datetime.now(timezone.utc))
-        # The rows are all in memory, so the planes are decided before the first write and
-        # the writer spools them packed (a 27th of the dense bytes on a 19x19 board) instead
-        # of spooling dense planes and packing them at close: the same file either way.
-        config = part.config
-        planes = ChannelObserver.planes_of((b.features for b in part.batches),
-                                           len(config.channels), config.height, config.width)
-        # A NaN in a constant plane: let the writer decide, so its check names the row.
-        fixed = planes if np.isfinite(planes.constant).all() else None
         # Not durable: the store's seal makes (and fsyncs) the copy that counts.
-        with NPZDatasetWriter(path, config, extra_metadata=meta.to_metadata(), planes=fixed,
+        with NPZDatasetWriter(path, part.config, extra_metadata=meta.to_metadata(),
                               durable=False) as writer:
             for batch in joined_batches(part.batches):
                 writer.write(batch)

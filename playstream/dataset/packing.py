@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -324,15 +324,6 @@ class ChannelObserver:
         if self.first_row is None:  # no rows: nothing is constant, every channel is bits
             return FeatureStorage.decide(self.binary, np.zeros_like(self.constant))
         return FeatureStorage.decide(self.binary, self.constant)
-
-    @classmethod
-    def planes_of(cls, features: Iterable[np.ndarray], num_channels: int, height: int,
-                  width: int) -> Planes:
-        """The planes that store every batch of ``features`` (dense [N, C, H, W]) exactly."""
-        observer = cls(num_channels)
-        for block in features:
-            observer.observe(block)
-        return observer.planes(height, width)
 
     def planes(self, height: int, width: int) -> Planes:
         storage = self.storage()

@@ -93,10 +93,10 @@ def read_planes(path: str | Path, batch_rows: int) -> Planes:
         if layout.storage is not None:
             with member_streams(layout, verify=False) as streams:
                 return Planes(layout.storage, streams[FEATURE_CONSTANT].read_all())
-        config = layout.config
-        return ChannelObserver.planes_of(
-            (rows.features for _, rows, _ in iter_blocks(layout, batch_rows, verify=False)),
-            len(config.channels), config.height, config.width)
+        observer = ChannelObserver(len(layout.config.channels))
+        for _, rows, _ in iter_blocks(layout, batch_rows, verify=False):
+            observer.observe(rows.features)
+        return observer.planes(layout.config.height, layout.config.width)
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
