@@ -257,3 +257,48 @@ def test_a_reader_reads_a_range_as_dense_rows(tmp_path: Path, packed: tuple[Path
         path = write(tmp_path / "dense.npz", [want], format_version=2)
     with open_rows(path) as reader:
         assert_same_rows(reader.read(3, 11), want.take(np.arange(3, 11)))
+
+
+def test_ranges_of_several_files_are_gathered_together_exactly(
+        tmp_path: Path, rng: np.random.Generator) -> None:
+    """`gather_ranges`, the loader's feature path: the chosen rows of ranges of several files,
+    moved by one transform, in order into one slice. Two files stored alike are unpacked
+    together, a dense file and a file stored otherwise on their own; every way is held
+    against fancy indexing of the dense planes that were written."""
+    from playstream.dataset.rowrange import gather_ranges
+    alike = [batch_with(rng, 20, f"{p}-") for p in "ab"]
+    other = batch_with(rng, 20, "o-")
+    fields = {name: getattr(other, name) for name in other.__dataclass_fields__}
+    fields["features"] = other.features.copy()
+    fields["features"][:, 0] = 0.5  # channel 0 is float here: another storage
+    other = RowBatch(**fields)
+    files = [write(tmp_path / "a.npz", [alike[0]]), write(tmp_path / "b.npz", [alike[1]]),
+             write(tmp_path / "dense.npz", [alike[0]], format_version=2),
+             write(tmp_path / "other.npz", [other])]
+    wants = [alike[0], alike[1], alike[0], other]
+    readers = [open_rows(path) for path in files]
+    try:
+        assert readers[0].read_range(0, 1).stored_like(readers[1].read_range(0, 1))
+        assert not readers[0].read_range(0, 1).stored_like(readers[3].read_range(0, 1))
+        for trial in range(4):
+            order = [0, 1, 0, 2, 1, 3, 0][:3 + trial]
+            starts = rng.integers(0, 10, len(order))
+            selections, expect = [], []
+            for i, start in zip(order, starts.tolist()):
+                local = rng.integers(0, 10, size=int(rng.integers(1, 6)))
+                selections.append((readers[i].read_range(start, start + 10), local))
+                expect.append(wants[i].features.reshape(20, 6, 64)[start:start + 10][local])
+            cells = None if trial == 0 else rng.permutation(64)
+            channels = None if trial < 2 else rng.permutation(6)
+            want = np.concatenate(expect)
+            if channels is not None:
+                want = want[:, channels]
+            if cells is not None:
+                want = want[:, :, cells]
+            out = np.full((len(want) + 3, 6, 64), np.nan, np.float32)
+            gather_ranges(out[1:-2], selections, cells, channels)
+            np.testing.assert_array_equal(out[1:-2], want)
+            assert np.isnan(out[:1]).all() and np.isnan(out[-2:]).all()
+    finally:
+        for reader in readers:
+            reader.close()

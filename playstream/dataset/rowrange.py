@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -48,6 +48,49 @@ class RowRange:
         """``out[i, c, j] = planes[rows[i], channels[c], cells[j]]``, see
         `FeatureStorage.gather`."""
         self.storage.gather(out, *self.planes, rows, cells, channels)
+
+    def stored_like(self, other: RowRange) -> bool:
+        """Whether both ranges store their planes the same way (storage, constant planes)."""
+        mine, theirs = self.planes[2], other.planes[2]
+        return self.storage == other.storage and (
+            mine is theirs or (mine is not None and theirs is not None
+                               and np.array_equal(mine, theirs)))
+
+
+def gather_ranges(out: np.ndarray, selections: Sequence[tuple[RowRange, np.ndarray]],
+                  cells: np.ndarray | None = None, channels: np.ndarray | None = None) -> None:
+    """``out`` (float32 [n, C, H*W]) = the planes of rows ``local`` of each range, in
+    order, moved by ``cells``/``channels`` (see `FeatureStorage.gather`). Ranges whose planes
+    are packed under one storage and one set of constant planes (the shards of one dataset
+    version) are unpacked and moved together: their chosen packed bytes are joined, a small
+    copy, so the four passes of an unpack run once for the whole set instead of once per
+    range, whose few rows each made per-call cost the larger part."""
+    joined: list[tuple[RowRange, np.ndarray]] = []
+    begin = 0
+
+    def flush() -> None:
+        nonlocal begin
+        if not joined:
+            return
+        first = joined[0][0]
+        end = begin + sum(local.size for _, local in joined)
+        if len(joined) == 1:
+            first.gather_features(out[begin:end], joined[0][1], cells, channels)
+        else:
+            bits, floats, constant = first.planes
+            assert bits is not None
+            first.storage.gather(
+                out[begin:end], np.concatenate([r.planes[0][local] for r, local in joined]),
+                np.concatenate([r.planes[1][local] for r, local in joined]), constant,
+                None, cells, channels)
+        joined.clear()
+        begin = end
+
+    for rows, local in selections:
+        if joined and not (rows.planes[0] is not None and joined[0][0].stored_like(rows)):
+            flush()
+        joined.append((rows, local))
+    flush()
 
 
 class RowReader:

@@ -1,7 +1,8 @@
 """From rows held by range to one contiguous training batch: gather, augment, densify.
 
 Everything here is whole-array numpy: a batch costs one fancy-index copy per array and per
-(range, transform) group it draws from, never a Python loop over rows or cells.
+(range, transform) group it draws from, one unpack per transform for its planes, never a
+Python loop over rows or cells.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from playstream.dataset import RowBatch, RowRange
+from playstream.dataset.rowrange import gather_ranges
 from playstream.dataset.schema import PER_ROW_ARRAYS
 from playstream.games.symmetry import Symmetries
 
@@ -44,24 +46,25 @@ def gather(parts: Sequence[tuple[RowRange, np.ndarray]], chosen: np.ndarray | No
     """One batch from ``parts`` (a range, local row indices); with ``chosen`` (the transform
     of each of those rows, in the order of the parts) the planes are transformed on the way.
 
-    Rows are grouped by (part, transform), so every group is one contiguous slice of the
-    output: its planes are unpacked from the (mapped) file, moved and written straight into
-    that slice in one pass (`RowRange.gather_features`). The order within the batch is
-    therefore by group (a batch is a set of rows: its composition is the plan's). ``out``
-    holds buffers for some per-row arrays (those the trainer gets, in shared memory under
-    torch, see `batch_specs`); the others are allocated here. Returns the batch and the
-    transform of each of its rows (None without ``chosen``)."""
-    groups: list[tuple[RowRange, np.ndarray, np.ndarray, int]] = []
+    Rows are grouped by transform, then by part, so the rows of one transform are one
+    contiguous slice of the output: their planes are unpacked from the (mapped) files,
+    moved and written straight into that slice (`gather_ranges`: one pass for all the
+    ranges of a dataset version). The order within the batch is therefore by group (a batch
+    is a set of rows: its composition is the plan's). ``out`` holds buffers for some
+    per-row arrays (those the trainer gets, in shared memory under torch, see
+    `batch_specs`); the others are allocated here. Returns the batch and the transform of
+    each of its rows (None without ``chosen``)."""
+    by_part: list[tuple[RowRange, np.ndarray, np.ndarray, np.ndarray | None]] = []
     offset = 0
     for rows, local in parts:
-        lengths = np.diff(rows.columns["policy_indptr"])
-        if chosen is None:
-            groups.append((rows, local, lengths, 0))
-        else:
-            mine = chosen[offset:offset + local.size]
-            groups += [(rows, local[mine == k], lengths, k) for k in np.unique(mine).tolist()]
+        mine = None if chosen is None else chosen[offset:offset + local.size]
+        by_part.append((rows, local, np.diff(rows.columns["policy_indptr"]), mine))
         offset += local.size
     size = offset
+    drawn = [0] if chosen is None else np.unique(chosen).tolist()
+    groups = [(rows, local if mine is None else local[mine == k], lengths, k)
+              for k in drawn for rows, local, lengths, mine in by_part]
+    groups = [g for g in groups if g[1].size]
     given = out or {}
     channels, height, width = parts[0][0].plane_shape
     features = given.get("features")
@@ -82,14 +85,19 @@ def gather(parts: Sequence[tuple[RowRange, np.ndarray]], chosen: np.ndarray | No
         end = begin + local.size
         for name, array in arrays.items():
             array[begin:end] = rows.columns[name][local]
+        counts[begin:end] = lengths[local]
+        transforms[begin:end] = k
+        begin = end
+    begin = 0
+    for k in drawn:
+        selections = [(rows, local) for rows, local, _, g in groups if g == k]
+        end = begin + sum(local.size for _, local in selections)
         cells = moved = None
         if k != 0:
             assert symmetries is not None
             cells = symmetries.cells[k]
             moved = None if symmetries.channels is None else symmetries.channels[k]
-        rows.gather_features(flat[begin:end], local, cells, moved)
-        counts[begin:end] = lengths[local]
-        transforms[begin:end] = k
+        gather_ranges(flat[begin:end], selections, cells, moved)
         begin = end
     indptr = np.zeros(size + 1, dtype=np.int64)
     np.cumsum(counts, out=indptr[1:])
