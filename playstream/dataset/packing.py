@@ -101,8 +101,8 @@ class FeatureStorage:
         of all rows of a range (views of the mapped file). ``rows`` None: every row in order;
         ``cells``/``channels`` None: unpermuted.
 
-        The loader's whole feature path is this one call per (range, transform) group of a
-        batch: only the chosen rows' stored bytes are read, bits are expanded as uint8 (a
+        The loader's whole feature path is this one call per transform of a batch (for the
+        joined rows of the ranges stored alike, `gather_ranges`): only the chosen rows' stored bytes are read, bits are expanded as uint8 (a
         quarter of the float32 traffic), cells and channels are moved in one ``take`` over
         the flattened (channel, cell) axis, and the cast to float32 writes straight into the
         batch, so every output byte is written once. ``bits``/``constant`` may be None
@@ -149,7 +149,7 @@ class FeatureStorage:
     @cached_property
     def _unmoved(self) -> list[_Route]:
         """`_routes` of unpermuted channels, worked out once: the loader calls `gather`
-        once per (range, transform) of every batch, often for a handful of rows."""
+        for every transform of every batch."""
         return self._routes(np.arange(len(self.bits) + len(self.floats) + len(self.constant)))
 
 
