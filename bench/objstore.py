@@ -48,7 +48,7 @@ def rows(game: str, n: int, seed: int) -> RowBatch:
         features=(rng.random((n, len(CONFIG.channels), 19, 19)) < 0.1).astype(np.float32),
         globals=rng.random((n, 2), dtype=np.float32),
         values=rng.uniform(-1, 1, n).astype(np.float32),
-        values_mp=rng.uniform(-1, 1, (n, 4)).astype(np.float32),
+        values_mp=rng.uniform(-1, 1, (n, CONFIG.num_players)).astype(np.float32),
         policy_indptr=np.arange(0, 2 * n + 1, 2, dtype=np.int64),
         policy_indices=np.stack([first, first + 1], 1).reshape(-1).astype(np.int32),
         policy_values=np.stack([weight, 1 - weight], 1).reshape(-1),
