@@ -102,10 +102,11 @@ class FeatureStorage:
         ``cells``/``channels`` None: unpermuted.
 
         The loader's whole feature path is this one call per transform of a batch (for the
-        joined rows of the ranges stored alike, `gather_ranges`): only the chosen rows' stored bytes are read, bits are expanded as uint8 (a
-        quarter of the float32 traffic), cells and channels are moved in one ``take`` over
-        the flattened (channel, cell) axis, and the cast to float32 writes straight into the
-        batch, so every output byte is written once. ``bits``/``constant`` may be None
+        joined rows of the ranges stored alike, `gather_ranges`): only the chosen rows'
+        stored bytes are read, bits are expanded as uint8 (a quarter of the float32
+        traffic), cells and channels are moved in one ``take`` over the flattened (channel,
+        cell) axis, and the cast to float32 writes straight into the batch, so every output
+        byte is written once. ``bits``/``constant`` may be None
         when the storage has no channel of that kind (a dense file)."""
         if out.dtype != np.float32 or out.ndim != 3 or not out.flags.c_contiguous:
             raise DatasetError(f"gather needs a C-contiguous float32 [n, C, H*W] buffer, got "

@@ -76,12 +76,10 @@ def gather_ranges(out: np.ndarray, selections: Sequence[tuple[RowRange, np.ndarr
         end = begin + sum(local.size for _, local in joined)
         if len(joined) == 1:
             first.gather_features(out[begin:end], joined[0][1], cells, channels)
-        else:
-            bits, floats, constant = first.planes
-            assert bits is not None
+        else:  # packed alike (see the loop below): one constant plane set for all
             first.storage.gather(
                 out[begin:end], np.concatenate([r.planes[0][local] for r, local in joined]),
-                np.concatenate([r.planes[1][local] for r, local in joined]), constant,
+                np.concatenate([r.planes[1][local] for r, local in joined]), first.planes[2],
                 None, cells, channels)
         joined.clear()
         begin = end
