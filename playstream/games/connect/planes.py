@@ -51,32 +51,36 @@ def feature_spec(board_type: str, feature_version: str) -> FeatureSpec:
                        binary=binary)
 
 
-def _shifted(cells: np.ndarray, d_row: int, d_col: int) -> np.ndarray:
-    """out[..., r, c] = cells[..., r + d_row, c + d_col], False beyond the grid."""
-    height, width = cells.shape[-2:]
-    out = np.zeros_like(cells)
-    out[..., max(0, -d_row):height - max(0, d_row), max(0, -d_col):width - max(0, d_col)] = \
-        cells[..., max(0, d_row):height - max(0, -d_row), max(0, d_col):width - max(0, -d_col)]
-    return out
-
-
 def completion_cells(stones: np.ndarray, empty: np.ndarray, spec: BoardSpec) -> np.ndarray:
     """bool [..., H, W]: empty cells where one more stone would give the seat whose
     ``stones`` (bool [..., H, W]) these are a line of k or more.
 
-    Per direction the run of own stones is counted outward from each cell on both sides with
-    shifted copies, one shift per step up to k-1, so cost is independent of how many
-    positions or seats are stacked in front.
+    Per direction the run of own stones is counted outward from each cell on both sides,
+    one step at a time up to k-1, so cost is independent of how many positions or seats are
+    stacked in front. The steps read shifted views of one zero-padded copy of the stones
+    (no copy per step), and a side stops once no cell's run reaches the step.
     """
+    k = spec.k
+    height, width = stones.shape[-2:]
+    pad = (k - 1) * max((max(abs(dr), abs(dc)) for dr, dc in spec.directions), default=0)
+    padded = np.zeros(stones.shape[:-2] + (height + 2 * pad, width + 2 * pad), dtype=bool)
+    padded[..., pad:pad + height, pad:pad + width] = stones
     hits = np.zeros(stones.shape, dtype=bool)
+    run = np.empty(stones.shape, dtype=bool)
+    counted = run.view(np.uint8)  # the same bytes as 0/1 counts: no cast per step
+    length = np.empty(stones.shape, dtype=np.uint8)
     for d_row, d_col in spec.directions:
-        length = np.ones(stones.shape, dtype=np.int8)
+        length.fill(1)
         for sign in (1, -1):
-            run = np.ones(stones.shape, dtype=bool)
-            for step in range(1, spec.k):
-                run &= _shifted(stones, sign * step * d_row, sign * step * d_col)
-                length += run
-        hits |= length >= spec.k
+            run.fill(True)
+            for step in range(1, k):
+                r, c = pad + sign * step * d_row, pad + sign * step * d_col
+                # the view is out[..., i, j] = stones[..., i + r - pad, j + c - pad]
+                np.logical_and(run, padded[..., r:r + height, c:c + width], out=run)
+                if not run.any():
+                    break
+                np.add(length, counted, out=length)
+        hits |= length >= k
     return hits & empty
 
 
@@ -93,9 +97,10 @@ def _assemble(families: tuple[str, ...], stones: np.ndarray, threats: np.ndarray
               empty: np.ndarray, on_board: np.ndarray, globals_: np.ndarray,
               num_players: int) -> PositionPlanes:
     """Planes of the n seats that play (the rules track MAX_PLAYERS, the planes do not)."""
-    per_seat = [stones] if threats is None else [stones, threats]
+    per_seat = ([stones[:, :num_players]] if threats is None
+                else [stones[:, :num_players], threats[:, :num_players]])
     return PositionPlanes(
-        per_seat=np.stack(per_seat, axis=2)[:, :num_players].astype(np.float32, copy=False),
+        per_seat=np.stack(per_seat, axis=2).astype(np.float32, copy=False),
         shared=np.stack([empty, np.broadcast_to(on_board, empty.shape)],
                         axis=1).astype(np.float32),
         globals=globals_, per_seat_names=families, shared_names=SHARED_NAMES,
@@ -130,16 +135,18 @@ def position_planes(replay: Replay, feature_version: str) -> PositionPlanes:
     height, width = spec.geometry.height, spec.geometry.width
     steps = np.arange(total)
 
-    placed = np.zeros((total + 1, MAX_PLAYERS, height * width), dtype=np.float32)
-    placed[steps + 1, movers - 1, moves] = 1.0
-    stones = np.cumsum(placed, axis=0, dtype=np.float32).reshape(
-        total + 1, MAX_PLAYERS, height, width)
+    # Only the seats that play (the planes keep no others); 0/1 as uint8, since every cell
+    # is placed once, and cast to float32 once, when the planes are assembled.
+    placed = np.zeros((total + 1, num_players, height * width), dtype=np.uint8)
+    placed[steps + 1, movers - 1, moves] = 1
+    stones = np.cumsum(placed, axis=0, dtype=np.uint8).reshape(
+        total + 1, num_players, height, width)
     occupied = stones.any(axis=1)
     on_board = spec.geometry.valid
     empty = on_board & ~occupied
 
     # Move t completes a line exactly when its cell was a completion cell of its mover.
-    mover_stones = stones[steps, movers - 1] > 0
+    mover_stones = stones[steps, movers - 1].view(bool)
     completes = completion_cells(mover_stones, empty[:-1], spec).reshape(
         total, height * width)[steps, moves]
     finished_at = np.full(MAX_PLAYERS, total + 1)
@@ -157,7 +164,7 @@ def position_planes(replay: Replay, feature_version: str) -> PositionPlanes:
 
     threats = None
     if "threats" in families:
-        threats = completion_cells(stones > 0, empty[:, None], spec)
+        threats = completion_cells(stones.view(bool), empty[:, None], spec)
     fill = np.arange(total + 1, dtype=np.float32) / spec.cells
     return _assemble(families, stones, threats, empty, on_board,
                      _globals(num_players, fill, finished_rel), num_players)
