@@ -1,12 +1,16 @@
 """Encoding speed per board, against numpy writing the same bytes (issue: core).
 
     python bench/encode.py [--games 20] [--repeats 5] [--feature-version v2] [--history 3]
+                           [--cpu-time]
 
 For each board (connect's four, and OpenSpiel's go 9x9 and chess when the openspiel extra is
 installed): plays random 2-player games, then times `encode_game_rows` over all of them
 (features, globals, values, CSR policy) and, as the baseline measured in the same run, the
 time `np.save` needs just to write the resulting arrays to a file. Prints medians over the
 repeats and the ratio encode/write (how many times slower than merely writing the output).
+``--cpu-time`` times both with this process's CPU time instead of the wall clock: on a shared
+machine other processes' load then shifts the figures much less (comparing two versions of
+the code, run each alternately with ``PYTHONPATH`` pointing at its tree).
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -36,14 +41,15 @@ def replays_of(game: Game, records: list[GameRecord]) -> list[Replay]:
 
 
 def time_encoding(game: Game, records: list[GameRecord], replays: list[Replay],
-                  settings: ExportSettings) -> tuple[float, list[RowBatch]]:
+                  settings: ExportSettings, clock: Callable[[], float] = time.perf_counter
+                  ) -> tuple[float, list[RowBatch]]:
     """Seconds `encode_game_rows` takes over every record in this process, and its rows:
     the single-process encode rate that other benchmarks (bench/pipeline.py) compare to.
     Records without search statistics (the random agent's), so every target is one-hot."""
-    t0 = time.perf_counter()
+    t0 = clock()
     batches = [encode_game_rows(game, rp, None, settings, r.game_id)
                for r, rp in zip(records, replays)]
-    return time.perf_counter() - t0, batches
+    return clock() - t0, batches
 
 
 def main() -> None:
@@ -52,7 +58,10 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--feature-version", default="v2")
     ap.add_argument("--history", type=int, default=3)
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="time with this process's CPU time, not the wall clock")
     args = ap.parse_args()
+    clock = time.process_time if args.cpu_time else time.perf_counter
     print(f"{'board':18} {'positions':>9} {'MB out':>8} {'pos/s (median)':>15} "
           f"{'bytes/row':>10} {'np.save MB/s':>13} {'encode/write':>13}")
     for game_name, board in BOARDS:
@@ -68,17 +77,17 @@ def main() -> None:
                                   feature_version=version, history_length=args.history)
         encode_times, write_times = [], []
         for _ in range(args.repeats):
-            seconds, batches = time_encoding(game, records, replays, settings)
+            seconds, batches = time_encoding(game, records, replays, settings, clock)
             encode_times.append(seconds)
             arrays = {name: np.concatenate([getattr(b, name) for b in batches])
                       for name in ("features", "globals", "values", "values_mp",
                                    "policy_indices", "policy_values", "move_number")}
             with tempfile.TemporaryDirectory() as tmp:
-                t0 = time.perf_counter()
+                t0 = clock()
                 for name, arr in arrays.items():
                     with open(Path(tmp) / f"{name}.npy", "wb") as fh:
                         np.save(fh, arr)
-                write_times.append(time.perf_counter() - t0)
+                write_times.append(clock() - t0)
         positions = sum(len(b) for b in batches)
         nbytes = sum(a.nbytes for a in arrays.values())
         enc, wr = statistics.median(encode_times), statistics.median(write_times)
