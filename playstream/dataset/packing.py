@@ -101,17 +101,14 @@ class FeatureStorage:
         of all rows of a range (views of the mapped file). ``rows`` None: every row in order;
         ``cells``/``channels`` None: unpermuted.
 
-        The loader's whole feature path is this one call per transform of a batch (for the
-        joined rows of the ranges stored alike, `gather_ranges`): only the chosen rows'
-        stored bytes are read, bits are expanded as uint8 (a quarter of the float32
-        traffic), cells and channels are moved in one ``take`` over the flattened (channel,
-        cell) axis, and the cast to float32 writes straight into the batch, so every output
-        byte is written once. ``bits``/``constant`` may be None
-        when the storage has no channel of that kind (a dense file)."""
-        if out.dtype != np.float32 or out.ndim != 3 or not out.flags.c_contiguous:
-            raise DatasetError(f"gather needs a C-contiguous float32 [n, C, H*W] buffer, got "
-                               f"{out.dtype} {out.shape}", check="arguments")
-        n, num_channels, num_cells = out.shape
+        Only the chosen rows' stored bytes are read, bits are expanded as uint8 (a quarter
+        of the float32 traffic), cells and channels are moved in one ``take`` over the
+        flattened (channel, cell) axis, and the cast to float32 writes straight into the
+        batch, so every output byte is written once. ``bits``/``constant`` may be None
+        when the storage has no channel of that kind (a dense file). This is the loader's
+        path for dense files, one call per (range, transform) group of a batch; packed
+        batches go through `gather_moved`, whose fewer calls pay there."""
+        n, _, num_cells = _checked_out(out).shape
         routes = self._unmoved if channels is None else self._routes(channels)
         for route in routes:
             stored = (bits, floats, constant)[route.kind]
@@ -123,6 +120,45 @@ class FeatureStorage:
                 planes = (np.unpackbits(picked, axis=-1, count=num_cells, bitorder="little")
                           if route.kind == 0 else picked.reshape(n, -1, num_cells))
             _move(out, route, planes, cells)
+
+    def gather_moved(self, out: np.ndarray, bits: np.ndarray, floats: np.ndarray,
+                     constant: np.ndarray, transforms: np.ndarray,
+                     cells: np.ndarray | None, channels: np.ndarray | None) -> None:
+        """Write row i of the stored ``bits``/``floats`` (the rows of a whole batch, already
+        gathered from its ranges) into ``out[i]`` (float32 [n, C, H*W]) moved by transform
+        ``transforms[i]``: ``cells[k]`` (and ``channels[k]``, None: unpermuted) as in
+        `gather` (``cells`` may be None if every transform is 0).
+
+        Why not `gather` per (range, transform) group: with a shuffle buffer a batch is
+        tens of groups of a few rows, and the packed path's steps per group (index the rows'
+        bits, unpack, move, cast) cost more in numpy calls than in bytes. Here the bits are
+        unpacked once per batch and each transform drawn costs one ``take`` per kind of
+        channel, so the calls per batch are O(transforms), not O(ranges x transforms). A
+        dense file gains nothing from it (its rows would be copied twice more), which is
+        why the loader keeps `gather` there."""
+        n, _, num_cells = _checked_out(out).shape
+        # The rows ordered by transform (stably), so each transform's rows are one slice of
+        # the unpacked planes (a view) and only their places in ``out`` are scattered.
+        order: np.ndarray | None = np.argsort(transforms, kind="stable")
+        drawn, starts = np.unique(transforms[order], return_index=True)
+        if drawn.size == 1:
+            order = None  # one transform for the whole batch: every row, in place
+        else:
+            bits, floats = bits[order], floats[order]
+        stored = (np.unpackbits(bits, axis=-1, count=num_cells, bitorder="little"),
+                  floats.reshape(n, -1, num_cells), constant.reshape(1, -1, num_cells))
+        for k, start, stop in zip(drawn.tolist(), starts.tolist(), starts[1:].tolist() + [n]):
+            rows = None if order is None else order[start:stop]
+            routes = (self._unmoved if channels is None or k == 0
+                      else self._routes(channels[k]))
+            moved = None
+            if k != 0:
+                assert cells is not None
+                moved = cells[k]
+            for route in routes:
+                planes = stored[route.kind]
+                _move(out, route, planes if route.kind == 2 else planes[start:stop], moved,
+                      rows)
 
     def _routes(self, source: np.ndarray) -> list[_Route]:
         """Which output channels each kind fills, output channel c taking stored channel
@@ -150,7 +186,7 @@ class FeatureStorage:
     @cached_property
     def _unmoved(self) -> list[_Route]:
         """`_routes` of unpermuted channels, worked out once: the loader calls `gather`
-        for every transform of every batch."""
+        once per (range, transform) of every dense batch, often for a handful of rows."""
         return self._routes(np.arange(len(self.bits) + len(self.floats) + len(self.constant)))
 
 
@@ -166,25 +202,39 @@ class _Route:
     in_order: bool
 
 
-def _move(out: np.ndarray, route: _Route, planes: np.ndarray, cells: np.ndarray | None
-          ) -> None:
-    """``out[:, targets] = planes[:, positions][..., cells]`` in as few passes as the layout
-    allows (``planes`` may have one row, broadcast to all)."""
+def _checked_out(out: np.ndarray) -> np.ndarray:
+    if out.dtype != np.float32 or out.ndim != 3 or not out.flags.c_contiguous:
+        raise DatasetError(f"gather needs a C-contiguous float32 [n, C, H*W] buffer, got "
+                           f"{out.dtype} {out.shape}", check="arguments")
+    return out
+
+
+def _move(out: np.ndarray, route: _Route, planes: np.ndarray, cells: np.ndarray | None,
+          rows: np.ndarray | None = None) -> None:
+    """``out[rows, targets] = planes[:, positions][..., cells]`` in as few passes as the
+    layout allows (``planes`` may have one row, broadcast to all; ``rows`` None: every row
+    of ``out``)."""
     m, stored, num_cells = planes.shape
     if cells is not None:
         index = (route.positions[:, None] * num_cells + cells[None]).ravel()
         flat = planes.reshape(m, stored * num_cells)
-        if route.targets.size == out.shape[1] and planes.dtype == out.dtype and m == len(out):
+        if (rows is None and route.targets.size == out.shape[1] and planes.dtype == out.dtype
+                and m == len(out)):
             # straight into the batch (mode="wrap": "raise" would buffer ``out``)
             np.take(flat, index, axis=1, out=out.reshape(m, -1), mode="wrap")
             return
         planes = np.take(flat, index, axis=1, mode="wrap").reshape(m, -1, num_cells)
     elif not route.in_order:
         planes = np.take(planes, route.positions, axis=1, mode="wrap")
-    if route.run is not None:  # a run of channels: a slice, no scatter
-        out[:, route.run] = planes
+    if rows is None:
+        if route.run is not None:  # a run of channels: a slice, no scatter
+            out[:, route.run] = planes
+        else:
+            out[:, route.targets] = planes
+    elif route.run is not None:
+        out[rows, route.run] = planes
     else:
-        out[:, route.targets] = planes
+        out[rows[:, None], route.targets] = planes
 
 
 @dataclass(frozen=True)

@@ -30,9 +30,10 @@ from playstream.errors import DatasetError
 class RowRange:
     """Rows of one range as the file stores them: ``columns`` holds `RowBatch`'s arrays but
     the features (per-row ones are read-only views of the mapped file, the CSR policy a small
-    copy), and the planes stay encoded until `gather_features` writes the rows a batch needs
-    straight into the batch: a range held while its rows are dealt to batches costs no
-    memory, and no byte of it is unpacked twice."""
+    copy), and the planes stay encoded until `gather_features` (or `gather_ranges`, for a
+    batch drawn from several ranges) writes the rows a batch needs straight into the batch:
+    a range held while its rows are dealt to batches costs no memory, and no byte of it is
+    unpacked twice."""
 
     columns: dict[str, np.ndarray]
     storage: FeatureStorage
@@ -49,46 +50,47 @@ class RowRange:
         `FeatureStorage.gather`."""
         self.storage.gather(out, *self.planes, rows, cells, channels)
 
-    def stored_like(self, other: RowRange) -> bool:
-        """Whether both ranges store their planes the same way (storage, constant planes)."""
-        mine, theirs = self.planes[2], other.planes[2]
-        return self.storage == other.storage and (
-            mine is theirs or (mine is not None and theirs is not None
-                               and np.array_equal(mine, theirs)))
 
+def gather_ranges(out: np.ndarray, pieces: Sequence[tuple[RowRange, np.ndarray]],
+                  transforms: np.ndarray | None = None, cells: np.ndarray | None = None,
+                  channels: np.ndarray | None = None) -> None:
+    """The rows of a batch drawn from several ranges into ``out`` (float32 [n, C, H*W]):
+    the rows ``local`` of each (range, local) piece in turn, row i moved by transform
+    ``transforms[i]`` (None: all unmoved) of the tables ``cells`` [K, H*W] and
+    ``channels`` [K, C] (None: unpermuted).
 
-def gather_ranges(out: np.ndarray, selections: Sequence[tuple[RowRange, np.ndarray]],
-                  cells: np.ndarray | None = None, channels: np.ndarray | None = None) -> None:
-    """``out`` (float32 [n, C, H*W]) = the planes of rows ``local`` of each range, in
-    order, moved by ``cells``/``channels`` (see `FeatureStorage.gather`). Ranges whose planes
-    are packed under one storage and one set of constant planes (the shards of one dataset
-    version) are unpacked and moved together: their chosen packed bytes are joined, a small
-    copy, so the four passes of an unpack run once for the whole set instead of once per
-    range, whose few rows each made per-call cost the larger part."""
-    joined: list[tuple[RowRange, np.ndarray]] = []
+    Packed ranges stored alike (the same channel kinds and constant planes, as the shards
+    of one compaction are) have their rows' stored bytes joined first, then are unpacked
+    and moved for the whole batch at once (`FeatureStorage.gather_moved`). Any other
+    batch, dense files among them, is written per run of rows with one transform
+    (`RowRange.gather_features`): a caller that orders each piece's rows by transform
+    makes one call per (range, transform)."""
+    if transforms is None:
+        transforms = np.zeros(len(out), np.int64)
+    if cells is None and transforms.any():
+        raise DatasetError("transforms need their cells table", check="arguments")
+    first = pieces[0][0]
+    bits, _, constant = first.planes
+    if first.storage.bits and bits is not None and constant is not None and all(
+            rows.storage == first.storage and np.array_equal(rows.planes[2], constant)
+            for rows, _ in pieces[1:]):
+        joined = [np.concatenate([rows.planes[kind][local]  # type: ignore[index]
+                                  for rows, local in pieces]) for kind in (0, 1)]
+        first.storage.gather_moved(out, joined[0], joined[1], constant, transforms, cells,
+                                   channels)
+        return
     begin = 0
-
-    def flush() -> None:
-        nonlocal begin
-        if not joined:
-            return
-        first = joined[0][0]
-        end = begin + sum(local.size for _, local in joined)
-        if len(joined) == 1:
-            first.gather_features(out[begin:end], joined[0][1], cells, channels)
-        else:  # packed alike (see the loop below): one constant plane set for all
-            first.storage.gather(
-                out[begin:end], np.concatenate([r.planes[0][local] for r, local in joined]),
-                np.concatenate([r.planes[1][local] for r, local in joined]), first.planes[2],
-                None, cells, channels)
-        joined.clear()
-        begin = end
-
-    for rows, local in selections:
-        if joined and not (rows.planes[0] is not None and joined[0][0].stored_like(rows)):
-            flush()
-        joined.append((rows, local))
-    flush()
+    for rows, local in pieces:
+        mine = transforms[begin:begin + local.size]
+        edges = (np.flatnonzero(mine[1:] != mine[:-1]) + 1).tolist()
+        for start, stop in zip([0] + edges, edges + [local.size]):
+            k = int(mine[start]) if stop > start else 0
+            moved: tuple[np.ndarray | None, np.ndarray | None] = (None, None)
+            if k != 0:
+                assert cells is not None
+                moved = (cells[k], None if channels is None else channels[k])
+            rows.gather_features(out[begin + start:begin + stop], local[start:stop], *moved)
+        begin += local.size
 
 
 class RowReader:

@@ -1,8 +1,8 @@
 """From rows held by range to one contiguous training batch: gather, augment, densify.
 
 Everything here is whole-array numpy: a batch costs one fancy-index copy per array and per
-(range, transform) group it draws from, one unpack per transform for its planes, never a
-Python loop over rows or cells.
+range it draws from (and, for the planes, per transform drawn), never a Python loop over
+rows or cells.
 """
 from __future__ import annotations
 
@@ -46,31 +46,38 @@ def gather(parts: Sequence[tuple[RowRange, np.ndarray]], chosen: np.ndarray | No
     """One batch from ``parts`` (a range, local row indices); with ``chosen`` (the transform
     of each of those rows, in the order of the parts) the planes are transformed on the way.
 
-    Rows are grouped by transform, then by part, so the rows of one transform are one
-    contiguous slice of the output: their planes are unpacked from the (mapped) files,
-    moved and written straight into that slice (`gather_ranges`: one pass for all the
-    ranges of a dataset version). The order within the batch is therefore by group (a batch
-    is a set of rows: its composition is the plan's). ``out`` holds buffers for some
+    Each part's rows are ordered by transform (stably), so the batch is the rows of every
+    (part, transform) group in turn; the order within the batch is therefore by group (a
+    batch is a set of rows: its composition is the plan's). The planes are unpacked from
+    the (mapped) files, moved and written straight into the batch (`gather_ranges`), the
+    other arrays copied with one fancy index per part. ``out`` holds buffers for some
     per-row arrays (those the trainer gets, in shared memory under torch, see
     `batch_specs`); the others are allocated here. Returns the batch and the transform of
     each of its rows (None without ``chosen``)."""
-    by_part: list[tuple[RowRange, np.ndarray, np.ndarray, np.ndarray | None]] = []
+    pieces: list[tuple[RowRange, np.ndarray]] = []
+    drawn = []
     offset = 0
     for rows, local in parts:
-        mine = None if chosen is None else chosen[offset:offset + local.size]
-        by_part.append((rows, local, np.diff(rows.columns["policy_indptr"]), mine))
+        if chosen is None:
+            pieces.append((rows, local))
+        else:
+            mine = chosen[offset:offset + local.size]
+            order = np.argsort(mine, kind="stable")
+            pieces.append((rows, local[order]))
+            drawn.append(mine[order])
         offset += local.size
     size = offset
-    drawn = [0] if chosen is None else np.unique(chosen).tolist()
-    groups = [(rows, local if mine is None else local[mine == k], lengths, k)
-              for k in drawn for rows, local, lengths, mine in by_part]
-    groups = [g for g in groups if g[1].size]
+    transforms = None if chosen is None else np.concatenate(drawn)
     given = out or {}
     channels, height, width = parts[0][0].plane_shape
     features = given.get("features")
     if features is None:
         features = np.empty((size, channels, height, width), np.float32)
-    flat = features.reshape(size, channels, height * width)
+    if transforms is None or symmetries is None:
+        gather_ranges(features.reshape(size, channels, height * width), pieces)
+    else:
+        gather_ranges(features.reshape(size, channels, height * width), pieces, transforms,
+                      symmetries.cells, symmetries.channels)
     arrays = {}
     for name in PER_ROW_ARRAYS[1:]:
         array = given.get(name)
@@ -78,34 +85,21 @@ def gather(parts: Sequence[tuple[RowRange, np.ndarray]], chosen: np.ndarray | No
             dtype = max((p.columns[name].dtype for p, _ in parts), key=lambda d: d.itemsize)
             array = np.empty((size,) + parts[0][0].columns[name].shape[1:], dtype)
         arrays[name] = array
-    counts = np.zeros(size, dtype=np.int64)
-    transforms = np.zeros(size, dtype=np.int64)
+    counts = np.empty(size, dtype=np.int64)
     begin = 0
-    for rows, local, lengths, k in groups:
+    for rows, local in pieces:
         end = begin + local.size
         for name, array in arrays.items():
             array[begin:end] = rows.columns[name][local]
-        counts[begin:end] = lengths[local]
-        transforms[begin:end] = k
-        begin = end
-    begin = 0
-    for k in drawn:
-        selections = [(rows, local) for rows, local, _, g in groups if g == k]
-        end = begin + sum(local.size for _, local in selections)
-        cells = moved = None
-        if k != 0:
-            assert symmetries is not None
-            cells = symmetries.cells[k]
-            moved = None if symmetries.channels is None else symmetries.channels[k]
-        gather_ranges(flat[begin:end], selections, cells, moved)
+        counts[begin:end] = np.diff(rows.columns["policy_indptr"])[local]
         begin = end
     indptr = np.zeros(size + 1, dtype=np.int64)
     np.cumsum(counts, out=indptr[1:])
     indices = np.empty(int(indptr[-1]), dtype=np.int32)
     values = np.empty(int(indptr[-1]), dtype=np.float32)
     begin = 0
-    for rows, local, lengths, _ in groups:
-        n = lengths[local]
+    for rows, local in pieces:
+        n = counts[begin:begin + local.size]
         offset_in_row = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
         source = np.repeat(rows.columns["policy_indptr"][local], n) + offset_in_row
         target = np.repeat(indptr[begin:begin + local.size], n) + offset_in_row
@@ -114,7 +108,7 @@ def gather(parts: Sequence[tuple[RowRange, np.ndarray]], chosen: np.ndarray | No
         begin += local.size
     batch = RowBatch(features=features, policy_indptr=indptr, policy_indices=indices,
                      policy_values=values, **arrays)
-    return batch, (None if chosen is None else transforms)
+    return batch, transforms
 
 
 def augment_features(features: np.ndarray, symmetries: Symmetries,
