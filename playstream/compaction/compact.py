@@ -155,8 +155,8 @@ class _Chunk:
     skipped: int  # records of the chunk's range skipped when it was written
     move_digests: dict[str, str]  # game_id -> hex digest of its moves (chunk metadata)
     planes: Planes  # how the chunk stores its planes (observed for a dense chunk)
+    packed: bool  # stores its planes packed (format 3), so blocks move as stored
     row_bytes: int = 0  # stored bytes of one row, on average (planes packed, unless dense)
-    packed: bool = True  # stores its planes packed (format 3), so blocks move as stored
     usable: int = 0
     used: int = 0
     split_rows: dict[str, int] = field(default_factory=dict)  # used rows by split
@@ -316,7 +316,8 @@ def _verified_chunks(store: ChunkStore, key: str, work: Path, budget: int
                              work / f"{index:08d}.selection.npy", chunk_meta.skipped_count,
                              {g: d for g, d in zip(chunk_meta.games, chunk_meta.moves_digests)
                               if d is not None},
-                             read_planes(path, _block_rows(budget, chunk_config, 0))))
+                             read_planes(path, _block_rows(budget, chunk_config, 0)),
+                             int(meta["format_version"]) not in DENSE_FORMAT_VERSIONS))
     if config is None:
         raise ChunkError(f"no valid sealed chunk for configuration {key} "
                          f"({len(quarantined)} quarantined)", config=key)
@@ -347,10 +348,9 @@ def _checked_chunk(path: Path, name: ChunkName, budget: int
 def _small_columns(chunk: _Chunk) -> tuple[np.ndarray, np.ndarray]:
     """game_id and move_number of a chunk, read through a memory map so that no other array
     is read (chunk writers store chunks uncompressed); also records the chunk's stored bytes
-    per row, which size the shuffle buckets, and whether its planes are packed."""
+    per row, which size the shuffle buckets."""
     with open_layout(chunk.path) as layout:
         rows = max(1, layout.rows)
-        chunk.packed = layout.storage is not None
         chunk.row_bytes = math.ceil(sum(layout.members[name].nbytes for name in layout.arrays
                                         if name != FEATURE_CONSTANT) / rows)
         game_id, move = (np.array(layout.archive.memmap(layout.members[name]))

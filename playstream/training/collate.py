@@ -55,7 +55,7 @@ def gather(parts: Sequence[tuple[RowRange, np.ndarray]], chosen: np.ndarray | No
     `batch_specs`); the others are allocated here. Returns the batch and the transform of
     each of its rows (None without ``chosen``)."""
     pieces: list[tuple[RowRange, np.ndarray]] = []
-    drawn = []
+    drawn: list[np.ndarray] = []
     offset = 0
     for rows, local in parts:
         if chosen is None:
@@ -73,11 +73,9 @@ def gather(parts: Sequence[tuple[RowRange, np.ndarray]], chosen: np.ndarray | No
     features = given.get("features")
     if features is None:
         features = np.empty((size, channels, height, width), np.float32)
-    if transforms is None or symmetries is None:
-        gather_ranges(features.reshape(size, channels, height * width), pieces)
-    else:
-        gather_ranges(features.reshape(size, channels, height * width), pieces, transforms,
-                      symmetries.cells, symmetries.channels)
+    gather_ranges(features.reshape(size, channels, height * width), pieces, transforms,
+                  None if symmetries is None else symmetries.cells,
+                  None if symmetries is None else symmetries.channels)
     arrays = {}
     for name in PER_ROW_ARRAYS[1:]:
         array = given.get(name)
